@@ -1,0 +1,44 @@
+"""Construction-time checks of concrete hyperparameters.
+
+Only concrete numbers are checked: a schedule is a function we cannot see into,
+and a traced value (``optax.inject_hyperparams`` under ``jax.jit``) has no value
+yet. Checking at construction keeps every ``update`` free of Python branches on
+hyperparameters, as Optax's own transforms are.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _concrete_values(value: Any) -> np.ndarray | None:
+  """The value as a NumPy array, or None where it cannot be known now."""
+  if callable(value) or isinstance(value, jax.core.Tracer):
+    return None
+  return np.asarray(value)
+
+
+def check_non_negative(name: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value >= 0``."""
+  values = _concrete_values(value)
+  if values is not None and not np.all(values >= 0):
+    raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+
+
+def check_decay_rate(name: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``0 <= value < 1``."""
+  values = _concrete_values(value)
+  if values is not None and not np.all((values >= 0) & (values < 1)):
+    raise ValueError(f"`{name}` must be in [0, 1), got {value!r}.")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def is_concrete_zero(value: Any) -> bool:
+  """Whether ``value`` is a plain number equal to zero (not a schedule or array)."""
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
