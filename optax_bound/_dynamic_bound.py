@@ -264,8 +264,10 @@ def clip_step_size_by_dynamic_bound(
     initial_lr = learning_rate_at(jnp.zeros([], jnp.int32))
     return ClipStepSizeByDynamicBoundState(
         count=jnp.zeros([], jnp.int32),
-        initial_lr=initial_lr,
-        peak_lr=initial_lr,
+        # Distinct buffers, also from a learning rate passed as an array, so
+        # that a step that donates its state donates each buffer once.
+        initial_lr=jnp.array(initial_lr, copy=True),
+        peak_lr=jnp.array(initial_lr, copy=True),
         inner_state=moment_estimator.init(params),
     )
 

@@ -88,6 +88,7 @@ def _scale_by_reference_moments(
   _validation.check_non_negative("eps", eps)
 
   def init_fn(params):
+    _validation.check_inexact_leaves(params)
     mu = optax.tree.zeros_like(params, dtype=mu_dtype)
     nu = _real_zeros_like(params)
     count = jnp.zeros([], jnp.int32)
@@ -99,6 +100,7 @@ def _scale_by_reference_moments(
 
   def update_fn(updates, state, params=None):
     del params
+    _validation.check_same_structure(updates, state.mu)
     mu = jax.tree.map(
         lambda g, m: None if g is None else b1 * m + (1 - b1) * g,
         updates, state.mu, is_leaf=lambda x: x is None,

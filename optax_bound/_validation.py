@@ -42,3 +42,31 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def is_concrete_zero(value: Any) -> bool:
   """Whether ``value`` is a plain number equal to zero (not a schedule or array)."""
   return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
+def check_inexact_leaves(params: Any) -> None:
+  """Raises ``TypeError`` naming the first leaf that is not float or complex.
+
+  An integer or boolean leaf has no gradient step; silently rounding its update
+  would hide a bug in the caller's tree.
+  """
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = getattr(leaf, "dtype", None) or np.result_type(leaf)
+    if not np.issubdtype(dtype, np.inexact):
+      raise TypeError(
+          f"optax_bound optimizes float and complex parameters; the leaf at "
+          f"{jax.tree_util.keystr(path)} has dtype {dtype}. Keep non-trainable "
+          "leaves out of the optimizer, e.g. with optax.masked or "
+          "optax.multi_transform and optax.set_to_zero."
+      )
+
+
+def check_same_structure(updates: Any, state_tree: Any) -> None:
+  """Raises ``ValueError`` if ``updates`` is not shaped like the initial params."""
+  got = jax.tree.structure(updates)
+  expected = jax.tree.structure(state_tree)
+  if got != expected:
+    raise ValueError(
+        "The updates' tree structure does not match the params the optimizer "
+        f"was initialized with.\n  updates: {got}\n  params:  {expected}"
+    )

@@ -1,0 +1,68 @@
+"""What every benchmark and experiment script reports: the machine, a table, raw JSON.
+
+Each script prints a table at the end and saves its raw numbers as JSON next to
+its figures, with the machine and date that produced them, so that every number
+in the README can be traced to a run.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+from typing import Any, Sequence
+
+RESULTS = pathlib.Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+  """The machine, software versions and date of this run."""
+  import jax
+  import jaxlib
+  import optax
+
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  devices = jax.devices()
+  return {
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "cpu": cpu,
+      "cores": os.cpu_count(),
+      "backend": jax.default_backend(),
+      "device": devices[0].device_kind if devices else None,
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "optax": optax.__version__,
+  }
+
+
+def write_json(path: pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
+  """Saves ``payload`` with the machine it ran on; returns the path."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({"machine": machine(), **payload}, indent=1,
+                             default=float) + "\n")
+  return path
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A Markdown table (it reads in a terminal and pastes into the README)."""
+  def cell(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+  cells = [[cell(x) for x in row] for row in rows]
+  widths = [max(len(str(h)), *(len(r[i]) for r in cells))
+            for i, h in enumerate(headers)]
+  lines = ["| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+           + " |",
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+  lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+            for r in cells]
+  return "\n".join(lines)
