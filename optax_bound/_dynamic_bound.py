@@ -96,11 +96,10 @@ def reference_bounds(
 class ClipStepSizeByDynamicBoundState(NamedTuple):
   """State of :func:`clip_step_size_by_dynamic_bound`.
 
-  The field names are part of the checkpoint format and are kept stable.
+  The step count is the wrapped estimator's ``count``, not a copy of it. The
+  field names are part of the checkpoint format and are kept stable.
   """
 
-  # Optax's name for the step counter, although it shadows tuple.count.
-  count: jax.typing.ArrayLike  # type: ignore[assignment] # shape=(), dtype=jnp.int32.
   # shape=(), default float dtype: the learning rate at step 0 (``lr_0``).
   initial_lr: jax.typing.ArrayLike
   # shape=(), default float dtype: the largest learning rate used so far.
@@ -170,15 +169,16 @@ def _bounded_update(g, direction, mu, learning_rate, lower, upper, sign):
   return (sign * step).astype(g.dtype)
 
 
-def _first_moment(inner_state: optax.OptState) -> optax.Updates:
-  mu = optax.tree.get(inner_state, "mu")
-  if mu is None:
+def _estimator_field(inner_state: optax.OptState, name: str) -> optax.Updates:
+  """The field ``mu`` (first moment) or ``count`` of an Adam-family state."""
+  value = optax.tree.get(inner_state, name)
+  if value is None:
     raise ValueError(
         "clip_step_size_by_dynamic_bound needs a moment estimator whose state "
-        "has a field `mu` (the first moment), such as optax_bound.scale_by_adam"
-        " or optax_bound.scale_by_amsgrad."
+        f"has a field `{name}`, such as optax_bound.scale_by_adam or "
+        "optax_bound.scale_by_amsgrad."
     )
-  return mu
+  return value
 
 
 def clip_step_size_by_dynamic_bound(
@@ -194,7 +194,8 @@ def clip_step_size_by_dynamic_bound(
   r"""Clip the per-element step size of an Adam-family method into a dynamic bound.
 
   Wraps ``moment_estimator``, whose direction :math:`d_t` must be a positive
-  per-element multiple of the first moment :math:`m_t` in its state's ``mu``.
+  per-element multiple of the first moment :math:`m_t` in its state's ``mu``,
+  and whose state counts the steps in ``count``.
   With :math:`\alpha_t` the learning rate and :math:`\eta^*_t` the coupled
   final learning rate:
 
@@ -263,7 +264,6 @@ def clip_step_size_by_dynamic_bound(
   def init_fn(params):
     initial_lr = learning_rate_at(jnp.zeros([], jnp.int32))
     return ClipStepSizeByDynamicBoundState(
-        count=jnp.zeros([], jnp.int32),
         # Distinct buffers, also from a learning rate passed as an array, so
         # that a step that donates its state donates each buffer once.
         initial_lr=jnp.array(initial_lr, copy=True),
@@ -275,9 +275,11 @@ def clip_step_size_by_dynamic_bound(
     directions, inner_state = moment_estimator.update(
         updates, state.inner_state, params, **extra_args
     )
-    lr = learning_rate_at(state.count)
+    # The estimator has counted this step: t is its count, and the schedule
+    # is read one step earlier, at the count before the increment.
+    count = _estimator_field(inner_state, "count")
+    lr = learning_rate_at(_estimator_field(state.inner_state, "count"))
     peak_lr = jnp.maximum(state.peak_lr, lr)
-    count = optax.safe_increment(state.count)
     lower, upper = bounds(
         count.astype(_float_dtype()),
         coupled_final_lr(
@@ -289,11 +291,10 @@ def clip_step_size_by_dynamic_bound(
         lambda g, d, m: _bounded_update(g, d, m, lr, lower, upper, sign),
         updates,
         directions,
-        _first_moment(inner_state),
+        _estimator_field(inner_state, "mu"),
         is_leaf=lambda x: x is None,
     )
     return updates, ClipStepSizeByDynamicBoundState(
-        count=count,
         initial_lr=state.initial_lr,
         peak_lr=peak_lr.astype(state.peak_lr.dtype),
         inner_state=inner_state,
@@ -337,6 +338,6 @@ def effective_step_sizes(
           m == 0, jnp.nan, jnp.abs(u) / jnp.abs(m).astype(jnp.abs(u).dtype)
       ),
       updates,
-      _first_moment(state),
+      _estimator_field(state, "mu"),
       is_leaf=lambda x: x is None,
   )

@@ -9,6 +9,7 @@ hyperparameters, as Optax's own transforms are.
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -52,10 +53,12 @@ def check_inexact_leaves(params: Any) -> None:
   """
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     dtype = getattr(leaf, "dtype", None) or np.result_type(leaf)
-    if not np.issubdtype(dtype, np.inexact):
+    # jnp, not np: NumPy does not know bfloat16 is a float.
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      where = jax.tree_util.keystr(path) or "the root of the tree"
       raise TypeError(
           f"optax_bound optimizes float and complex parameters; the leaf at "
-          f"{jax.tree_util.keystr(path)} has dtype {dtype}. Keep non-trainable "
+          f"{where} has dtype {dtype}. Keep non-trainable "
           "leaves out of the optimizer, e.g. with optax.masked or "
           "optax.multi_transform and optax.set_to_zero."
       )

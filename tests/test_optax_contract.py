@@ -1,0 +1,277 @@
+"""Optax's contract, tested as Optax tests its own optimizers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_bound
+
+OPTIMIZERS = {
+    "adabound": lambda **kw: optax_bound.adabound(learning_rate=0.1, **kw),
+    "amsbound": lambda **kw: optax_bound.amsbound(learning_rate=0.1, **kw),
+    "adaboundw": lambda **kw: optax_bound.adaboundw(
+        learning_rate=0.1, weight_decay=1e-3, **kw),
+    "adabound_l2": lambda **kw: optax_bound.adabound(
+        learning_rate=0.1, weight_decay=1e-3, **kw),
+    "amsbound_paper": lambda **kw: optax_bound.amsbound(
+        learning_rate=0.1, form="paper", **kw),
+    "bounded_optax_adam": lambda: optax_bound.clip_step_size_by_dynamic_bound(
+        optax.scale_by_adam(), learning_rate=0.1),
+}
+NAMES = list(OPTIMIZERS)
+
+
+def _parabola(dtype):
+  initial = jnp.array([-1.0, 10.0, 1.0], dtype)
+  target = jnp.array([1.0, -1.0, 1.0], dtype)
+  return initial, target, lambda p: jnp.sum(_abs_sq(p - target))
+
+
+def _rosenbrock(dtype):
+  a = 1.0 + 1.0j if jnp.iscomplexobj(jnp.zeros((), dtype)) else 1.0
+  initial = jnp.zeros(2, dtype)
+  target = jnp.array([a, a**2], dtype)
+  objective = lambda p: (_abs_sq(a - p[0])
+                         + 100.0 * _abs_sq(p[1] - p[0] ** 2))
+  return initial, target, objective
+
+
+def _abs_sq(x):
+  return (x * jnp.conj(x)).real
+
+
+def _descend(tx, objective, params, steps):
+  @jax.jit
+  def run(params):
+    def step(carry, _):
+      params, state = carry
+      # Complex gradients are conjugated before they update the parameters.
+      grads = jax.tree.map(jnp.conj, jax.grad(objective)(params))
+      updates, state = tx.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), None
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, steps)
+    return params
+  return run(params)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64])
+@pytest.mark.parametrize("problem", [_parabola, _rosenbrock])
+@pytest.mark.parametrize("name", ["adabound", "amsbound"])
+def test_converges_on_parabola_and_rosenbrock(name, problem, dtype):
+  initial, target, objective = problem(dtype)
+  # Rosenbrock's curvature (~1e3 at the optimum) caps the SGD end of the
+  # bound: final_lr = 5e-3 is stable there, and gamma = 1e-2 reaches it early.
+  tx = getattr(optax_bound, name)(learning_rate=0.01, final_lr=5e-3, gamma=1e-2)
+  params = _descend(tx, objective, initial, steps=10_000)
+  np.testing.assert_allclose(params, target, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jitted_step_compiles_once(name):
+  tx = OPTIMIZERS[name]()
+  traces = []
+
+  @jax.jit
+  def step(params, state, grads):
+    traces.append(None)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  state = tx.init(params)
+  for i in range(4):
+    grads = jax.tree.map(lambda p, i=i: jnp.full_like(p, 0.5 + i), params)
+    params, state = step(params, state, grads)
+  assert len(traces) == 1
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_update_accepts_unexpected_extra_args(name):
+  tx = OPTIMIZERS[name]()
+  params = jnp.array([1.0, -2.0])
+  state = tx.init(params)
+  plain, _ = tx.update(params, state, params)
+  extra, _ = tx.update(params, state, params, unexpected_arg_for_optax=1)
+  np.testing.assert_array_equal(plain, extra)
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+def test_float_and_constant_schedule_give_bitwise_equal_steps(name):
+  constructor = getattr(optax_bound, name)
+  params = {"w": jnp.linspace(-1.0, 1.0, 7)}
+  grads = [jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)), params)
+           for i in range(5)]
+
+  def run(tx):
+    p, state = params, tx.init(params)
+    for g in grads:
+      updates, state = tx.update(g, state, p)
+      p = optax.apply_updates(p, updates)
+    return p
+
+  with_float = run(constructor(learning_rate=3e-2, weight_decay=1e-2))
+  with_schedule = run(constructor(
+      learning_rate=optax.constant_schedule(3e-2), weight_decay=1e-2))
+  np.testing.assert_array_equal(with_float["w"], with_schedule["w"])
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+@pytest.mark.parametrize("learning_rate", [
+    3e-2, optax.exponential_decay(3e-2, 2, 0.5, staircase=True)],
+    ids=["float", "schedule"])
+def test_inject_hyperparams_matches_the_plain_optimizer(name, learning_rate):
+  constructor = getattr(optax_bound, name)
+  kwargs = dict(learning_rate=learning_rate, final_lr=0.05, gamma=0.1,
+                weight_decay=1e-2)
+  plain = constructor(**kwargs)
+  injected = optax.inject_hyperparams(constructor)(**kwargs)
+  params = [-jnp.ones((2, 3)), jnp.ones((2, 5, 2))]
+  states = [jax.jit(plain.init)(params), jax.jit(injected.init)(params)]
+  p = [params, params]
+  for i in range(6):
+    for k, tx in enumerate((plain, injected)):
+      grads = jax.tree.map(lambda x, i=i: jnp.cos(x + i), p[k])
+      updates, states[k] = jax.jit(tx.update)(grads, states[k], p[k])
+      p[k] = optax.apply_updates(p[k], updates)
+  for a, b in zip(*p, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(states[1].hyperparams["learning_rate"]) == pytest.approx(
+      # The stored learning rate is the one the 6th step (count 5) used.
+      float(learning_rate(5)) if callable(learning_rate) else learning_rate)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_multisteps_first_update_is_zero(name):
+  tx = optax.MultiSteps(OPTIMIZERS[name](), every_k_schedule=4)
+  params = jnp.array([1.0, 2.0])
+  updates, _ = tx.update(jnp.array([0.5, -0.5]), tx.init(params), params)
+  np.testing.assert_array_equal(updates, jnp.zeros(2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_masked_leaves_are_untouched_and_others_updated(name):
+  tx = optax.masked(OPTIMIZERS[name](), {"w": True, "frozen": False})
+  params = {"w": jnp.ones(3), "frozen": jnp.ones(2)}
+  grads = {"w": jnp.ones(3), "frozen": jnp.full(2, 7.0)}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(updates["frozen"], grads["frozen"])
+  assert np.all(np.asarray(updates["w"]) < 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tree_map_params_reaches_every_moment(name):
+  tx = OPTIMIZERS[name]()
+  params = {"w": jnp.ones((2, 3))}
+  state = tx.init(params)
+  state = tx.update(params, state, params)[1]
+  marked = optax.tree.map_params(tx, lambda v: jnp.full_like(v, 7.0), state)
+  for field in ("mu", "nu", "nu_max"):
+    moment = optax.tree.get(marked, field)
+    if moment is not None:
+      np.testing.assert_array_equal(moment["w"], 7.0)
+  counts = optax.tree.get_all_with_path(marked, "count")
+  assert counts and all(int(count) == 1 for _, count in counts)
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "bounded_optax_adam"])
+def test_params_are_optional_where_not_needed(name):
+  tx = OPTIMIZERS[name]()
+  grads = jnp.array([1.0, -1.0])
+  updates, _ = tx.update(grads, tx.init(grads))
+  assert updates.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["adaboundw", "adabound_l2"])
+def test_missing_params_for_weight_decay_is_a_clear_error(name):
+  tx = OPTIMIZERS[name]()
+  grads = jnp.array([1.0, -1.0])
+  with pytest.raises(ValueError, match="params"):
+    tx.update(grads, tx.init(grads))
+
+
+@pytest.mark.parametrize("dtype", [
+    jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64, jnp.complex64])
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dtypes_and_shapes_are_stable_under_cond(name, dtype):
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = OPTIMIZERS[name]()
+    params = jnp.array([1.0, -2.0, 3.0], dtype)
+
+    @jax.jit
+    def step(params, state):
+      grads = jax.tree.map(jnp.conj, jax.grad(
+          lambda p: jnp.sum(_abs_sq(p)))(params))
+      # lax.cond demands both branches return identical shapes and dtypes.
+      take = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+      updates, state = jax.lax.cond(
+          take, lambda: tx.update(grads, state, params),
+          lambda: (params, state))
+      return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(2):
+      params, state = step(params, state)
+    assert params.dtype == dtype
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_updates_have_the_gradients_dtype(name, dtype):
+  tx = OPTIMIZERS[name]()
+  params = jnp.array([1.0, 2.0], dtype)
+  updates, _ = jax.jit(tx.update)(params * 2, jax.jit(tx.init)(params), params)
+  assert updates.dtype == dtype
+
+
+@pytest.mark.parametrize("mu_dtype", [jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+def test_mu_dtype_sets_the_first_moment_only(name, mu_dtype):
+  tx = getattr(optax_bound, name)(mu_dtype=mu_dtype)
+  params = jnp.ones(3, jnp.float32) if mu_dtype == jnp.bfloat16 else jnp.ones(
+      3, jnp.bfloat16)
+  state = tx.update(params, tx.init(params), params)[1]
+  assert optax.tree.get(state, "mu").dtype == mu_dtype
+  assert optax.tree.get(state, "nu").dtype == params.dtype
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_none_leaves_and_empty_trees(name):
+  tx = OPTIMIZERS[name]()
+  params = {"w": jnp.ones(2), "nothing": None, "empty": {}}
+  grads = {"w": jnp.ones(2), "nothing": None, "empty": {}}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert updates["nothing"] is None and updates["empty"] == {}
+  assert np.all(np.asarray(updates["w"]) < 0)
+  updates, _ = tx.update({}, tx.init({}), {})
+  assert updates == {}
+
+
+def test_complex_parameters_get_complex_updates_and_real_second_moments():
+  tx = optax_bound.amsbound(learning_rate=0.1)
+  params = jnp.array([1.0 + 2.0j, -3.0j], jnp.complex64)
+  updates, state = tx.update(jnp.conj(params), tx.init(params), params)
+  assert updates.dtype == jnp.complex64
+  assert optax.tree.get(state, "nu").dtype == jnp.float32
+  assert optax.tree.get(state, "nu_max").dtype == jnp.float32
+  # At t=1 Adam's step is lr * g / |g| per element: a move of lr towards 0.
+  np.testing.assert_allclose(np.abs(updates), [0.1, 0.1], rtol=1e-5)
+  np.testing.assert_allclose(
+      updates, -0.1 * np.conj(params) / np.abs(params), rtol=1e-5)
+
+
+def test_state_donation_donates_every_buffer_once():
+  tx = optax_bound.amsbound(learning_rate=jnp.asarray(0.1))
+  params = {"w": jnp.ones((4, 4))}
+
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  state = tx.init(params)
+  for _ in range(3):
+    params, state = step(params, state, {"w": jnp.ones((4, 4))})
+  assert int(optax.tree.get(state, "count")) == 3
