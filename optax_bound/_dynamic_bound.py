@@ -1,9 +1,9 @@
 r"""The dynamic bound on the per-element step size: what makes Adam AdaBound.
 
-Design. AdaBound's update is :math:`-\mathrm{clip}(\eta_t d_t / m_t,
-\eta_l(t), \eta_u(t)) \, m_t`: the clip must see both the first moment
-:math:`m_t` and the step size :math:`\eta_t d_t / m_t` of the moment
-estimator. So :func:`clip_step_size_by_dynamic_bound` *wraps* the moment
+Design. With :math:`\alpha_t` the learning rate, AdaBound's step is
+:math:`\mathrm{clip}(\alpha_t d_t / m_t, \eta_l(t), \eta_u(t)) \, m_t`: the clip
+must see both the first moment :math:`m_t` and the step size
+:math:`\alpha_t d_t / m_t` of the moment estimator. So :func:`clip_step_size_by_dynamic_bound` *wraps* the moment
 estimator: it runs it, takes its direction :math:`d_t`, reads :math:`m_t`
 from the field ``mu`` of its state, and returns the bounded update. Nothing is
 computed twice and no buffer is added: under ``jax.jit`` the estimator and the
@@ -13,14 +13,14 @@ The wrapped estimator must return a direction that is a positive per-element
 multiple of its ``mu`` (true of :func:`optax_bound.scale_by_adam`,
 :func:`optax_bound.scale_by_amsgrad`, ``optax.scale_by_adam`` and
 ``optax.scale_by_amsgrad``). The clip then never divides by :math:`m_t`: with
-:math:`s = |\eta_t d_t|`, the bounded update is
+:math:`s = |\alpha_t d_t|`, the bounded step is
 
 .. math::
 
-  u_t = -\operatorname{sign}(m_t) \cdot
+  u_t = \operatorname{sign}(m_t) \cdot
         \mathrm{clip}\left(s,\ \eta_l(t) |m_t|,\ \eta_u(t) |m_t|\right),
 
-which equals :math:`-\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t`, is exact
+which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t`, is exact
 for real parameters (the sign is copied, not multiplied) and holds for complex
 ones with :math:`\operatorname{sign}(m) = m / |m|`.
 
@@ -195,17 +195,17 @@ def clip_step_size_by_dynamic_bound(
 
   Wraps ``moment_estimator``, whose direction :math:`d_t` must be a positive
   per-element multiple of the first moment :math:`m_t` in its state's ``mu``,
-  and whose state counts the steps in ``count``.
-  With :math:`\alpha_t` the learning rate and :math:`\eta^*_t` the coupled
+  and whose state counts the steps in ``count``. With :math:`\alpha_t` the
+  learning rate and :math:`\eta^*_t` the coupled
   final learning rate:
 
   .. math::
 
     \eta_t &= \alpha_t \, |d_t| / |m_t| \\
     \eta^*_t &= \eta^* \alpha_t / \alpha_0 \\
-    u_t &= -\mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
+    u_t &= \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
 
-  so the method starts like the wrapped estimator (wide bounds) and ends like
+  and the returned update is :math:`-u_t`, so the method starts like the wrapped estimator (wide bounds) and ends like
   SGD with momentum at :math:`\eta^*_t` (bounds collapsed). :math:`\eta_t` is
   never formed as a quotient; see the module docstring.
 
@@ -222,8 +222,8 @@ def clip_step_size_by_dynamic_bound(
       ``optax.inject_hyperparams``, name it in ``static_args``.
     final_lr_coupling: How ``final_lr`` follows the learning rate; see
       :func:`optax_bound.coupled_final_lr`. ``'initial'`` is the reference.
-    flip_sign: Whether to return the descent update :math:`-u` (the default,
-      like ``optax.scale_by_learning_rate``) or the step :math:`u` itself.
+    flip_sign: Whether to return the descent update :math:`-u_t` (the default,
+      like ``optax.scale_by_learning_rate``) or the step :math:`u_t` itself.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose state is a
