@@ -3,9 +3,10 @@ r"""The dynamic bound on the per-element step size: what makes Adam AdaBound.
 Design. With :math:`\alpha_t` the learning rate, AdaBound's step is
 :math:`\mathrm{clip}(\alpha_t d_t / m_t, \eta_l(t), \eta_u(t)) \, m_t`: the clip
 must see both the first moment :math:`m_t` and the step size
-:math:`\alpha_t d_t / m_t` of the moment estimator. So :func:`clip_step_size_by_dynamic_bound` *wraps* the moment
-estimator: it runs it, takes its direction :math:`d_t`, reads :math:`m_t`
-from the field ``mu`` of its state, and returns the bounded update. Nothing is
+:math:`\alpha_t d_t / m_t` of the moment estimator. So
+:func:`clip_step_size_by_dynamic_bound` *wraps* the moment estimator: it runs
+it, takes its direction :math:`d_t`, reads :math:`m_t` from the field ``mu``
+of its state, and returns the bounded update. Nothing is
 computed twice and no buffer is added: under ``jax.jit`` the estimator and the
 clip fuse into one pass over each parameter.
 
