@@ -84,6 +84,11 @@ def reference_bounds(
     >>> lower, upper = optax_bound.reference_bounds(jnp.array(1000.), 0.1, 1e-3)
     >>> print(f"{lower:.3f} {upper:.3f}")
     0.050 0.200
+
+  References:
+    Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
+    <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019 (Section 4 and
+    the authors' code, `Luolc/AdaBound <https://github.com/Luolc/AdaBound>`_)
   """
   gamma_t = gamma * t
   lower = final_lr * (1 - 1 / (gamma_t + 1))
@@ -115,12 +120,18 @@ def coupled_final_lr(
     peak_lr: jax.Array,
     coupling: FinalLrCoupling,
 ) -> jax.Array:
-  """The final learning rate the bounds converge to at this step.
+  r"""The final learning rate the bounds converge to at this step.
 
   The reference has PyTorch schedulers move its bounds with the learning rate:
-  ``final_lr * lr_t / lr_0``. With ``lr_0 == 0`` (a warmup from zero) that ratio
-  does not exist; the learning rate is then measured against its running peak,
-  which for a warmup followed by a decay is what the user means.
+
+  .. math::
+
+    \eta^*_t = \eta^* \, \alpha_t / \alpha_0
+
+  With :math:`\alpha_0 = 0` (a warmup from zero) that ratio does not exist; the
+  learning rate is then measured against its running peak
+  :math:`\max_{s \le t} \alpha_s`, which for a warmup followed by a decay is
+  what the user means.
 
   Args:
     final_lr: The final learning rate at the reference learning rate.
@@ -135,6 +146,20 @@ def coupled_final_lr(
   Returns:
     The coupled final learning rate; 0 whenever the learning rate is 0 (unless
     ``coupling == 'fixed'``), never a division by zero.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax_bound
+    >>> lr_0, lr_t = jnp.float32(1e-3), jnp.float32(1e-4)  # after a 10x decay
+    >>> for coupling in ("initial", "peak", "fixed"):
+    ...   fl = optax_bound.coupled_final_lr(0.1, lr_t, lr_0, lr_0, coupling)
+    ...   print(coupling, f"{fl:.3f}")
+    initial 0.010
+    peak 0.010
+    fixed 0.100
+
+  References:
+    The authors' code, `Luolc/AdaBound <https://github.com/Luolc/AdaBound>`_
+    ("lr_scheduler cannot affect final_lr, this is a workaround")
   """
   if coupling == "fixed":
     return jnp.asarray(final_lr, _float_dtype())
@@ -206,9 +231,10 @@ def clip_step_size_by_dynamic_bound(
     \eta^*_t &= \eta^* \alpha_t / \alpha_0 \\
     u_t &= \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
 
-  and the returned update is :math:`-u_t`, so the method starts like the wrapped estimator (wide bounds) and ends like
-  SGD with momentum at :math:`\eta^*_t` (bounds collapsed). :math:`\eta_t` is
-  never formed as a quotient; see the module docstring.
+  and the returned update is :math:`-u_t`, so the method starts like the
+  wrapped estimator (wide bounds) and ends like SGD with momentum at
+  :math:`\eta^*_t` (bounds collapsed). :math:`\eta_t` is never formed as a
+  quotient; see the module docstring.
 
   Args:
     moment_estimator: The Adam-family transform whose step size is bounded,
@@ -333,6 +359,10 @@ def effective_step_sizes(
     >>> updates, state = tx.update(params, tx.init(params))
     >>> print(optax_bound.effective_step_sizes(updates, state))
     [0.20000002 0.09999933 0.05      ]
+
+  References:
+    Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
+    <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019 (Figure 1)
   """
   return jax.tree.map(
       lambda u, m: None if u is None else jnp.where(

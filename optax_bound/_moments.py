@@ -57,7 +57,7 @@ def reference_step_size_correction(
     b2: jax.typing.ArrayLike,
     count: jax.typing.ArrayLike,
 ) -> jax.Array:
-  """The reference's bias correction, as one factor of the step size.
+  r"""The reference's bias correction, as one factor of the step size.
 
   Args:
     b1: Decay rate of the first moment.
@@ -65,10 +65,19 @@ def reference_step_size_correction(
     count: The step number ``t``, counted from 1.
 
   Returns:
-    :math:`\\sqrt{1 - \\beta_2^t} / (1 - \\beta_1^t)` as a scalar in the
+    :math:`\sqrt{1 - \beta_2^t} / (1 - \beta_1^t)` as a scalar in the
     default float dtype (float64 under ``jax_enable_x64``), computed in full
     precision before it meets low-precision moments, where ``b2 ** t`` would
     round to 1.
+
+  Examples:
+    >>> import optax_bound
+    >>> print(f"{optax_bound.reference_step_size_correction(0.9, 0.999, 1):.4f}")
+    0.3162
+
+  References:
+    Kingma & Ba, `Adam: A Method for Stochastic Optimization
+    <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (Section 2, last paragraph)
   """
   t = jnp.asarray(count, jax.dtypes.canonicalize_dtype(jnp.float64))
   return jnp.sqrt(1 - b2**t) / (1 - b1**t)

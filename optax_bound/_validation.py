@@ -66,8 +66,9 @@ def check_inexact_leaves(params: Any) -> None:
 
 def check_same_structure(updates: Any, state_tree: Any) -> None:
   """Raises ``ValueError`` if ``updates`` is not shaped like the initial params."""
-  got = jax.tree.structure(updates)
-  expected = jax.tree.structure(state_tree)
+  # Typed Any: mypy cannot resolve jaxlib's PyTreeDef, which does support ==.
+  got: Any = jax.tree.structure(updates)
+  expected: Any = jax.tree.structure(state_tree)
   if got != expected:
     raise ValueError(
         "The updates' tree structure does not match the params the optimizer "
