@@ -35,8 +35,9 @@ MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 def _inverse_sqrt_step(count: jax.Array) -> jax.Array:
   """The paper's :math:`1 / \\sqrt{t}`, with ``count`` before the increment."""
+  # In float: a saturated int32 count + 1 would wrap to -2^31.
   return jax.lax.rsqrt(
-      (count + 1).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+      count.astype(jax.dtypes.canonicalize_dtype(jnp.float64)) + 1
   )
 
 
@@ -44,10 +45,18 @@ def _add_decayed_weights(
     weight_decay: Any, mask: MaskOrFn
 ) -> optax.GradientTransformation:
   """``u + weight_decay * p``; no work, and no params needed, for a literal 0."""
-  _validation.check_non_negative("weight_decay", weight_decay)
+  _validation.check_finite_non_negative("weight_decay", weight_decay)
   if _validation.is_concrete_zero(weight_decay):
     return optax.identity()
-  return optax.add_decayed_weights(weight_decay, mask)
+  decay = optax.add_decayed_weights(weight_decay, mask)
+
+  def update_fn(updates, state, params=None):
+    # Before Optax's tree map, whose mismatch error names neither tree.
+    if params is not None:
+      _validation.check_same_structure(updates, params)
+    return decay.update(updates, state, params)
+
+  return optax.GradientTransformation(decay.init, update_fn)
 
 
 def _bounded_step(
@@ -361,7 +370,7 @@ def adaboundw(
     Loshchilov & Hutter, `Decoupled Weight Decay Regularization
     <https://openreview.net/forum?id=Bkg6RiCqY7>`_, ICLR 2019
   """
-  _validation.check_non_negative("weight_decay", weight_decay)
+  _validation.check_finite_non_negative("weight_decay", weight_decay)
   decay_rate: optax.ScalarOrSchedule
   if not lr_scaled_decay:
     decay_rate = weight_decay

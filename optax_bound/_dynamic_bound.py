@@ -181,8 +181,14 @@ def _bounded_update(g, direction, mu, learning_rate, lower, upper, sign):
   real_dtype = jnp.finfo(dtype).dtype
   mu = mu.astype(dtype)
   mu_abs = jnp.abs(mu)
+  learning_rate = learning_rate.astype(real_dtype)
+  # With eps = 0 an underflowed second moment makes the direction infinite;
+  # a zero learning rate then means a zero step, not 0 * inf = NaN.
+  unbounded = jnp.where(
+      learning_rate > 0, jnp.abs(learning_rate * direction), 0
+  )
   step = jnp.clip(
-      jnp.abs(learning_rate.astype(real_dtype) * direction),
+      unbounded,
       lower.astype(real_dtype) * mu_abs,
       upper.astype(real_dtype) * mu_abs,
   )
@@ -192,13 +198,17 @@ def _bounded_update(g, direction, mu, learning_rate, lower, upper, sign):
     step = jnp.copysign(step, mu)
   # A zero mu has a zero update even where eps=0 made its direction 0/0.
   step = jnp.where(mu_abs == 0, jnp.zeros_like(step), step)
-  return (sign * step).astype(g.dtype)
+  return (sign * step).astype(jnp.result_type(g))
+
+
+_MISSING = object()
 
 
 def _estimator_field(inner_state: optax.OptState, name: str) -> optax.Updates:
   """The field ``mu`` (first moment) or ``count`` of an Adam-family state."""
-  value = optax.tree.get(inner_state, name)
-  if value is None:
+  # A sentinel, because the first moment of the empty tree ``None`` is None.
+  value = optax.tree.get(inner_state, name, default=_MISSING)
+  if value is _MISSING:
     raise ValueError(
         "clip_step_size_by_dynamic_bound needs a moment estimator whose state "
         f"has a field `{name}`, such as optax_bound.scale_by_adam or "
@@ -273,9 +283,8 @@ def clip_step_size_by_dynamic_bound(
     Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019
   """
-  if not callable(learning_rate):
-    _validation.check_non_negative("learning_rate", learning_rate)
-  _validation.check_non_negative("final_lr", final_lr)
+  _validation.check_finite_non_negative("learning_rate", learning_rate)
+  _validation.check_finite_non_negative("final_lr", final_lr)
   _validation.check_non_negative("gamma", gamma)
   _validation.check_choice(
       "final_lr_coupling", final_lr_coupling, FINAL_LR_COUPLINGS

@@ -45,6 +45,16 @@ def _abs_sq(g: jax.Array) -> jax.Array:
   return g * g
 
 
+def _saturate(v: jax.Array) -> jax.Array:
+  """The second moment, held at the dtype's largest value instead of +inf.
+
+  A gradient above ~1.8e19 (float32, bfloat16) squares to inf; an infinite
+  moment would pin its element at the lower bound for ever, and turn into
+  0 * inf = NaN with ``b2 = 0``. Finite moments are unchanged, bit for bit.
+  """
+  return jnp.minimum(v, jnp.finfo(v.dtype).max)
+
+
 def _real_zeros_like(tree: optax.Params) -> optax.Params:
   """Zeros in the real dtype of each leaf (float32 for a complex64 leaf)."""
   return jax.tree.map(
@@ -115,7 +125,8 @@ def _scale_by_reference_moments(
         updates, state.mu, is_leaf=lambda x: x is None,
     )
     nu = jax.tree.map(
-        lambda g, v: None if g is None else b2 * v + (1 - b2) * _abs_sq(g),
+        lambda g, v: None if g is None else _saturate(
+            b2 * v + (1 - b2) * _abs_sq(g)),
         updates, state.nu, is_leaf=lambda x: x is None,
     )
     # Traced hyperparameters (optax.inject_hyperparams) can promote a

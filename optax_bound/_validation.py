@@ -21,10 +21,21 @@ def _concrete_values(value: Any) -> np.ndarray | None:
 
 
 def check_non_negative(name: str, value: Any) -> None:
-  """Raises ``ValueError`` naming ``name`` unless ``value >= 0``."""
+  """Raises ``ValueError`` naming ``name`` unless ``value >= 0`` (inf allowed)."""
   values = _concrete_values(value)
   if values is not None and not np.all(values >= 0):
     raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+
+
+def check_finite_non_negative(name: str, value: Any) -> None:
+  """Raises ``ValueError`` naming ``name`` unless ``0 <= value < inf``.
+
+  For the scales of a step (learning rates, decay rates): an infinite one turns
+  every update into inf or NaN.
+  """
+  values = _concrete_values(value)
+  if values is not None and not np.all((values >= 0) & np.isfinite(values)):
+    raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}.")
 
 
 def check_decay_rate(name: str, value: Any) -> None:
@@ -64,13 +75,27 @@ def check_inexact_leaves(params: Any) -> None:
       )
 
 
-def check_same_structure(updates: Any, state_tree: Any) -> None:
-  """Raises ``ValueError`` if ``updates`` is not shaped like the initial params."""
+def check_same_structure(updates: Any, params: Any) -> None:
+  """Raises ``ValueError`` unless ``updates`` has the structure and shapes of params.
+
+  ``params`` may be the parameters or a param-shaped part of the state. Shapes
+  are static, so the check costs nothing under ``jax.jit``; without it a
+  gradient of shape (3, 1) for a (3,) parameter would broadcast silently.
+  """
   # Typed Any: mypy cannot resolve jaxlib's PyTreeDef, which does support ==.
   got: Any = jax.tree.structure(updates)
-  expected: Any = jax.tree.structure(state_tree)
+  expected: Any = jax.tree.structure(params)
   if got != expected:
     raise ValueError(
         "The updates' tree structure does not match the params the optimizer "
         f"was initialized with.\n  updates: {got}\n  params:  {expected}"
     )
+  for (path, u), p in zip(
+      jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params),
+      strict=True,
+  ):
+    if np.shape(u) != np.shape(p):
+      raise ValueError(
+          f"The update at {jax.tree_util.keystr(path) or 'the root'} has shape "
+          f"{np.shape(u)}, but its parameter has shape {np.shape(p)}."
+      )

@@ -1,0 +1,349 @@
+"""Faults: zero, huge, subnormal and non-finite gradients; learning rates of 0.
+
+What the state does on a NaN or Inf gradient, as these tests pin it: the step
+is taken like any other. The count advances; ``initial_lr`` and ``peak_lr`` do
+not depend on gradients and are untouched. Only the elements whose gradient is
+not finite are hit, and they never recover, since every later moment is a
+decayed copy of the bad one: a NaN gradient makes their ``mu``, ``nu`` (and
+``nu_max``) and update NaN; an Inf one makes their ``mu`` and update infinite,
+while ``nu`` saturates at the dtype's largest value (as it does for any gradient
+whose square overflows). Every other element
+is bitwise what it would have been. Wrapped in ``optax.apply_if_finite``, the
+bad step is skipped instead: zero updates, the inner state bitwise unchanged,
+and the run goes on bitwise as if the step had never been taken.
+
+Each test runs a few steps eagerly (cheaper than compiling them); the property
+tests run the same code under ``jax.jit``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_bound
+
+CONSTRUCTORS = {
+    "adabound": optax_bound.adabound,
+    "amsbound": optax_bound.amsbound,
+    "adaboundw": optax_bound.adaboundw,
+    "adabound_paper": functools.partial(optax_bound.adabound, form="paper"),
+}
+NAMES = list(CONSTRUCTORS)
+# One tree per precision setting: float64 needs x64, the others are checked
+# side by side in one tree.
+PRECISIONS = {"f32_bf16": (jnp.float32, jnp.bfloat16), "f64": (jnp.float64,)}
+
+
+def _tree(precision, values):
+  """``values`` as one leaf per dtype of ``precision``."""
+  return {jnp.dtype(d).name: jnp.asarray(values, d)
+          for d in PRECISIONS[precision]}
+
+
+def _run(tx, params, grads):
+  """Steps through ``grads``; returns (params, updates, state) of every step."""
+  state, records = tx.init(params), []
+  for g in grads:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    records.append((params, updates, state))
+  return records
+
+
+def _finite(tree):
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+
+
+def _as_f64(x):
+  return np.asarray(x, np.float64)
+
+
+def _moments(state):
+  return {k: optax.tree.get(state, k) for k in ("mu", "nu", "nu_max")
+          if optax.tree.get(state, k) is not None}
+
+
+# -- Zero, huge and subnormal gradients.
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_gradients_give_zero_updates_and_a_finite_state(
+    name, precision, eps):
+  with jax.enable_x64(precision == "f64"):
+    tx = CONSTRUCTORS[name](learning_rate=0.1, eps=eps)
+    params = _tree(precision, [1.0, -2.0, 0.0, 4.0])
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    ones = jax.tree.map(jnp.ones_like, params)
+    records = _run(tx, params, [zeros] * 3 + [ones] + [zeros] * 2)
+  for t, (new_params, updates, state) in enumerate(records, start=1):
+    assert _finite(updates) and _finite(state) and _finite(new_params)
+    for leaf in jax.tree.leaves(updates):
+      if t <= 3:  # nothing seen yet: no move at all, and no 0 / 0
+        np.testing.assert_array_equal(leaf, 0.0)
+      else:  # zeros after a gradient: the momentum keeps moving them
+        assert np.all(_as_f64(leaf) < 0)
+    if t <= 3:
+      for moment in jax.tree.leaves(_moments(state)):
+        np.testing.assert_array_equal(moment, 0.0)
+
+
+HUGE = 1e30
+
+
+@pytest.mark.parametrize("b2", [0.999, 0.0])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_huge_gradients_give_finite_updates(name, precision, b2):
+  """Gradients of 1e30, then ordinary ones: every update stays finite."""
+  with jax.enable_x64(precision == "f64"):
+    tx = CONSTRUCTORS[name](learning_rate=1e-3, b2=b2)
+    params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
+    grads = [_tree(precision, [HUGE, -HUGE, 1.0, -HUGE])] * 2 + [
+        _tree(precision, [1.0, 1.0, 1.0, 1.0])] * 3
+    records = _run(tx, params, grads)
+  for new_params, updates, state in records:
+    assert _finite(updates) and _finite(new_params)
+    assert _finite(optax.tree.get(state, "mu"))
+  # The first step moves each huge element by the clipped step times |m|
+  # (the lower bound is 1e-4 at t = 1): large, never zero, never NaN.
+  for leaf in jax.tree.leaves(records[0][1]):
+    assert np.all(np.abs(_as_f64(leaf)[[0, 1, 3]]) > 1e20)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", ["adabound", "amsbound"])
+def test_huge_gradients_keep_the_state_finite(name, precision):
+  """|g|^2 = 1e60 does not fit in float32: the second moment must not overflow.
+
+  An infinite ``nu`` pins its elements to the lower bound for ever, and turns
+  NaN as soon as ``b2 * nu`` is ``0 * inf``.
+  """
+  with jax.enable_x64(precision == "f64"):
+    tx = CONSTRUCTORS[name](learning_rate=1e-3)
+    params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
+    grads = [_tree(precision, [HUGE, -HUGE, 1.0, 1e20])] + [
+        _tree(precision, [1.0, 1.0, 1.0, 1.0])] * 2
+    records = _run(tx, params, grads)
+  for _, _, state in records:
+    for field, moment in _moments(state).items():
+      assert _finite(moment), (field, moment)
+
+
+TINY = {
+    # Subnormal (flushed to 0 by XLA on CPU), and normal but with a square that
+    # underflows: Adam's denominator is then eps alone, or 0 where eps = 0.
+    "f32_bf16": [1e-40, -1e-45, 1e-20, 0.0],
+    "f64": [1e-310, -5e-324, 1e-160, 0.0],
+}
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", NAMES)
+def test_subnormal_and_tiny_gradients_stay_finite(name, precision, eps):
+  with jax.enable_x64(precision == "f64"):
+    tx = CONSTRUCTORS[name](learning_rate=1e-3, eps=eps)
+    params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
+    tiny = _tree(precision, TINY[precision])
+    records = _run(tx, params, [tiny] * 3)
+  for new_params, updates, state in records:
+    assert _finite(updates) and _finite(new_params) and _finite(state)
+    # Never more than the upper bound allows: final_lr (1 + 1 / (gamma t)) |m|
+    # <= 0.1 * 1001 * |g| at the defaults.
+    for leaf, g in zip(jax.tree.leaves(updates), jax.tree.leaves(tiny),
+                       strict=True):
+      assert np.all(np.abs(_as_f64(leaf)) <= 101 * np.abs(_as_f64(g)))
+
+
+# -- Non-finite gradients, with and without optax.apply_if_finite.
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_non_finite_gradient_poisons_only_its_own_elements(name):
+  tx = CONSTRUCTORS[name](learning_rate=1e-2, final_lr=0.1)
+  params = {"w": jnp.array([1.0, -2.0, 3.0, -4.0]), "b": jnp.array([0.5])}
+  good = {"w": jnp.array([0.3, -0.2, 0.1, 0.4]), "b": jnp.array([1.0])}
+  # Element 0 gets a NaN, 1 an Inf and 2 a -Inf; element 3 stays clean.
+  spiked = {"w": jnp.array([np.nan, np.inf, -np.inf, 0.4]), "b": good["b"]}
+  clean = _run(tx, params, [good] * 4)
+  poisoned = _run(tx, params, [good, spiked, good, good])
+  for (_, u_clean, s_clean), (_, u_bad, s_bad) in zip(
+      clean[1:], poisoned[1:], strict=True):
+    # The hit elements never recover. A NaN gradient makes the update and
+    # every moment NaN; an Inf one makes mu and the update infinite, and the
+    # second moments saturate at the largest float32.
+    assert np.isnan(u_bad["w"][0])
+    assert np.all(np.isinf(u_bad["w"][1:3]))
+    for field, moment in _moments(s_bad).items():
+      assert np.isnan(moment["w"][0]), field
+      if field == "mu":
+        np.testing.assert_array_equal(moment["w"][1:3], [np.inf, -np.inf])
+      else:  # saturated at the largest float32, then decaying from there
+        assert np.all(np.isfinite(moment["w"][1:3])), field
+        assert np.all(moment["w"][1:3] > 1e38), field
+    # Every other element, leaf and scalar is bitwise the clean run's.
+    np.testing.assert_array_equal(u_bad["w"][3], u_clean["w"][3])
+    np.testing.assert_array_equal(u_bad["b"], u_clean["b"])
+    for field, moment in _moments(s_bad).items():
+      np.testing.assert_array_equal(
+          moment["b"], _moments(s_clean)[field]["b"])
+    for field in ("count", "initial_lr", "peak_lr"):
+      np.testing.assert_array_equal(
+          [v for _, v in optax.tree.get_all_with_path(s_bad, field)],
+          [v for _, v in optax.tree.get_all_with_path(s_clean, field)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_apply_if_finite_skips_the_bad_step_and_training_continues(name):
+  decay = {"weight_decay": 1e-2} if name in ("adabound", "adaboundw") else {}
+  tx = optax.apply_if_finite(
+      CONSTRUCTORS[name](learning_rate=1e-2, final_lr=0.1, **decay),
+      max_consecutive_errors=5)
+
+  @jax.jit
+  def run(params, grads):
+    def step(carry, g):
+      params, state = carry
+      updates, state = tx.update(g, state, params)
+      params = optax.apply_updates(params, updates)
+      return (params, state), (params, updates, state)
+    return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
+
+  params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
+  good = [{"w": jnp.array([0.3, -0.2, 0.1]) * (i + 1), "b": jnp.array([1.0 - i])}
+          for i in range(5)]
+  bad = [  # a NaN in one element, a leaf of Infs, then both in a row
+      {"w": good[0]["w"].at[0].set(np.nan), "b": good[0]["b"]},
+      {"w": jnp.full(3, np.inf), "b": good[0]["b"]},
+      {"w": good[0]["w"], "b": jnp.array([-np.inf])},
+  ]
+  sequence = [good[0], bad[0], good[1], good[2], bad[1], good[3], bad[0],
+              bad[2], good[4]]
+  skipped = [1, 4, 6, 7]
+  stacked = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+  faulty = run(params, stacked(sequence))
+  # The clean run, with the same compiled steps: the good gradients, then
+  # repeats of the last one to fill the sequence.
+  clean = run(params, stacked(good + [good[4]] * len(skipped)))
+  index = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+  p_faulty, u_faulty, s_faulty = faulty
+  for i in skipped:
+    # The bad step: zero updates, parameters and inner state bitwise unchanged.
+    for leaf in jax.tree.leaves(index(u_faulty, i)):
+      np.testing.assert_array_equal(leaf, 0.0)
+    jax.tree.map(np.testing.assert_array_equal, index(p_faulty, i),
+                 index(p_faulty, i - 1))
+    jax.tree.map(np.testing.assert_array_equal,
+                 index(s_faulty.inner_state, i),
+                 index(s_faulty.inner_state, i - 1))
+    assert not bool(s_faulty.last_finite[i])
+  np.testing.assert_array_equal(s_faulty.notfinite_count,
+                                [0, 1, 0, 0, 1, 0, 1, 2, 0])
+  np.testing.assert_array_equal(s_faulty.total_notfinite,
+                                [0, 1, 1, 1, 2, 2, 3, 4, 4])
+  # The good steps: bitwise the run that never saw the bad ones.
+  kept = [i for i in range(len(sequence)) if i not in skipped]
+  for k, i in enumerate(kept):
+    jax.tree.map(np.testing.assert_array_equal, index(p_faulty, i),
+                 index(clean[0], k))
+    jax.tree.map(np.testing.assert_array_equal,
+                 index(s_faulty.inner_state, i),
+                 index(clean[2].inner_state, k))
+
+
+# -- Learning rates of 0: constant, injected, and schedules that start at 0.
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+@pytest.mark.parametrize("injected", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_learning_rate_zero_never_moves_and_stays_finite(name, injected, eps):
+  """lr = 0: zero updates, whatever the gradient; never 0 * inf.
+
+  With ``eps=0``, a gradient whose square underflows (1e-20 in float32) makes
+  Adam's direction infinite; the bounds are 0, and so must the step be.
+  """
+  constructor = CONSTRUCTORS[name]
+  if injected:
+    constructor = optax.inject_hyperparams(constructor)
+  tx = constructor(learning_rate=0.0, final_lr=0.1, eps=eps)
+  params = jnp.array([1.0, -2.0, 0.0, 3.0])
+  grads = [jnp.array([1.0, -3.0, 0.0, 1e-20]) * (i + 1) for i in range(3)]
+  for new_params, updates, state in _run(tx, params, grads):
+    np.testing.assert_array_equal(updates, 0.0)
+    np.testing.assert_array_equal(new_params, params)
+    assert _finite(state)
+
+
+def test_decoupled_decay_is_not_scaled_by_a_zero_learning_rate():
+  """adaboundw's decay is the authors' p <- p - wd * p, whatever the lr."""
+  params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.5])
+  tx = optax_bound.adaboundw(learning_rate=0.0, weight_decay=0.1)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates, -0.1 * params, rtol=1e-7)
+  tx = optax_bound.adaboundw(learning_rate=0.0, weight_decay=0.1,
+                             lr_scaled_decay=True)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_array_equal(updates, 0.0)
+
+
+@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+def test_fixed_coupling_moves_at_the_lower_bound_even_at_learning_rate_zero(
+    name):
+  """'fixed' keeps final_lr whatever the lr, so lr = 0 steps at the lower bound.
+
+  The documented exception of ``coupled_final_lr``: the bound is on the step
+  size, and with a fixed final_lr its lower end is above 0.
+  """
+  final_lr, gamma = 0.1, 0.5
+  tx = getattr(optax_bound, name)(
+      learning_rate=0.0, final_lr=final_lr, gamma=gamma,
+      final_lr_coupling="fixed")
+  params = jnp.array([1.0, -2.0])
+  for t, (_, updates, state) in enumerate(
+      _run(tx, params, [jnp.array([0.5, -0.25])] * 3), start=1):
+    lower, _ = optax_bound.reference_bounds(jnp.float32(t), final_lr, gamma)
+    np.testing.assert_allclose(
+        updates, -float(lower) * np.asarray(optax.tree.get(state, "mu")),
+        rtol=1e-6)
+
+
+def test_coupled_final_lr_is_zero_while_every_learning_rate_was_zero():
+  zero = jnp.float32(0.0)
+  for coupling in ("initial", "peak"):
+    assert float(optax_bound.coupled_final_lr(
+        0.1, zero, zero, zero, coupling)) == 0.0
+  # After a warmup from 0, the running peak stands in for lr_0.
+  got = optax_bound.coupled_final_lr(
+      0.1, jnp.float32(2e-4), zero, jnp.float32(1e-3), "initial")
+  np.testing.assert_allclose(float(got), 0.1 * 2e-4 / 1e-3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("eps", [1e-8, 0.0])
+@pytest.mark.parametrize("name", NAMES)
+def test_warmup_from_zero_stays_finite_and_its_first_step_is_zero(name, eps):
+  peak, final_lr, gamma, steps = 1e-2, 0.1, 0.5, 12
+  schedule = optax.warmup_cosine_decay_schedule(0.0, peak, 4, steps)
+  tx = CONSTRUCTORS[name](learning_rate=schedule, final_lr=final_lr, eps=eps,
+                          gamma=gamma)
+  params = jnp.array([1.0, -2.0, 1e-3, 3.0])
+  # A tiny gradient too: with eps = 0 its direction is infinite at lr = 0.
+  grads = [jnp.array([0.5, -1e3, 1e-20, 2.0]) / (i + 1) for i in range(steps)]
+  records = _run(tx, params, grads)
+  np.testing.assert_array_equal(records[0][1], 0.0)
+  lrs = [float(schedule(s)) for s in range(steps)]
+  for t, (new_params, updates, state) in enumerate(records, start=1):
+    assert _finite(updates) and _finite(new_params) and _finite(state)
+    if t > 1 and name != "adabound_paper":
+      # final_lr * lr_t / peak_t, since lr_0 = 0 (lr_t = schedule(t - 1)).
+      lower, upper = optax_bound.reference_bounds(
+          jnp.float32(t), final_lr * lrs[t - 1] / max(lrs[:t]), gamma)
+      sizes = np.asarray(optax_bound.effective_step_sizes(updates, state))
+      assert np.all(sizes >= float(lower) * (1 - 1e-5))
+      assert np.all(sizes <= float(upper) * (1 + 1e-5))
