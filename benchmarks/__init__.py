@@ -1,1 +1,1 @@
-"""Benchmarks and experiments for optax_bound: scripts run as `python -m benchmarks.<name>`."""
+"""Benchmarks and experiments: scripts run as `python -m benchmarks.<name>`."""

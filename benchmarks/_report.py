@@ -10,7 +10,8 @@ import json
 import os
 import pathlib
 import platform
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -54,15 +55,17 @@ def write_json(path: pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A Markdown table (it reads in a terminal and pastes into the README)."""
+
   def cell(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
-  cells = [[cell(x) for x in row] for row in rows]
-  widths = [max(len(str(h)), *(len(r[i]) for r in cells))
-            for i, h in enumerate(headers)]
-  lines = ["| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths))
-           + " |",
-           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-  lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
-            for r in cells]
-  return "\n".join(lines)
+  def line(cells: Sequence[str]) -> str:
+    padded = (c.ljust(w) for c, w in zip(cells, widths, strict=True))
+    return "| " + " | ".join(padded) + " |"
+
+  body = [[cell(x) for x in row] for row in rows]
+  header = [str(h) for h in headers]
+  columns = zip(header, *body, strict=True)
+  widths = [max(len(c) for c in column) for column in columns]
+  rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+  return "\n".join([line(header), rule, *(line(r) for r in body)])

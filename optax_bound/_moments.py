@@ -56,9 +56,14 @@ def _saturate(v: jax.Array) -> jax.Array:
 
 
 def _real_zeros_like(tree: optax.Params) -> optax.Params:
-  """Zeros in the real dtype of each leaf (float32 for a complex64 leaf)."""
+  """Zeros in the real dtype of each leaf (float32 for a complex64 leaf).
+
+  ``zeros_like`` keeps each parameter's sharding, so every moment is born on
+  its parameter's shards, never replicated.
+  """
   return jax.tree.map(
-      lambda p: jnp.zeros(jnp.shape(p), jnp.real(p).dtype), tree
+      lambda p: jnp.zeros_like(p, dtype=jnp.finfo(jnp.result_type(p)).dtype),
+      tree,
   )
 
 

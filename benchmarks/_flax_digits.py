@@ -1,0 +1,327 @@
+"""Digits and two small Flax models, in NNX and in Linen, trained by optax_bound.
+
+Shared by ``benchmarks/train_nnx.py``, ``benchmarks/train_linen.py`` and the
+Flax tests, so that the tests train exactly what the scripts train. The data is
+scikit-learn's bundled ``load_digits`` (1797 real 8x8 images, nothing is
+downloaded), split once by a fixed seed: 1437 images to train on, 360 to test.
+
+The NNX and Linen models are the same two architectures with the same
+initializers (Flax's defaults), so their numbers can be read side by side:
+
+* ``mlp``: 64 pixels -> 128 ReLU -> 10 logits;
+* ``cnn``: 3x3 conv (16) -> ReLU -> 3x3 conv (32) -> ReLU -> 2x2 mean pool ->
+  10 logits.
+
+``fit_nnx`` and ``fit_linen`` are the canonical loops of each API:
+``nnx.Optimizer(model, tx, wrt=nnx.Param)`` updated by ``nnx.jit``, and
+``TrainState.create(..., tx=tx)`` updated by ``state.apply_gradients``.
+``optimizer`` names the optimizers the scripts compare; ``parse_args`` and
+``report`` are the scripts' shared arguments and final table.
+"""
+
+import argparse
+import pathlib
+import time
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+
+from flax import linen
+from flax import nnx
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import _report
+import optax_bound
+
+MODELS = ("mlp", "cnn")
+OPTIMIZERS = ("amsbound", "adabound", "adam", "sgdm")
+# The scripts' defaults, and the tests'. final_lr = 1.0 is the README's rule:
+# SGD with momentum 0.9 trains these models well at 0.1, and 0.1 / (1 - b1)
+# = 1.0. 1 / gamma = 100 steps (4.5 epochs) puts the switch from Adam-like
+# to SGD-like early in a run of 10 epochs.
+LEARNING_RATE, FINAL_LR, GAMMA = 1e-2, 1.0, 1e-2
+DATA_SEED = 0
+N_TEST = 360
+
+
+class Digits(NamedTuple):
+  """Images as (N, 8, 8, 1) float32 in [0, 1], labels as int32."""
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+
+
+class History(NamedTuple):
+  """What one training run measured."""
+
+  train_loss: list[float]  # The mean minibatch loss of each epoch.
+  test_accuracy: float  # After the last epoch.
+  seconds: float  # Wall time of the training loop, compilation included.
+
+
+def load_digits() -> Digits:
+  """The fixed train/test split of scikit-learn's bundled digits."""
+  from sklearn import datasets
+
+  x, y = datasets.load_digits(return_X_y=True)
+  # Pixels are counts 0..16: dividing by 16 puts every feature on one scale.
+  x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
+  y = y.astype(np.int32)
+  order = np.random.default_rng(DATA_SEED).permutation(len(y))
+  test, train = order[:N_TEST], order[N_TEST:]
+  return Digits(x[train], y[train], x[test], y[test])
+
+
+def batches(
+    n: int, batch_size: int, epoch: int, seed: int
+) -> list[np.ndarray]:
+  """Index arrays of one shuffled epoch; the last partial batch is dropped."""
+  order = np.random.default_rng([seed, epoch]).permutation(n)
+  return [order[i:i + batch_size]
+          for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def optimizer(
+    name: str, learning_rate: float, final_lr: float, gamma: float
+) -> optax.GradientTransformation:
+  """The optimizers the scripts compare, by name.
+
+  ``'sgdm'`` is the SGD with momentum that AdaBound ends as: its update tends
+  to ``final_lr * m_t`` with ``m_t`` an average dampened by ``b1 = 0.9``,
+  which is PyTorch-style momentum at ``final_lr * (1 - b1)``.
+  """
+  bound = dict(learning_rate=learning_rate, final_lr=final_lr, gamma=gamma)
+  return {
+      "adabound": lambda: optax_bound.adabound(**bound),
+      "amsbound": lambda: optax_bound.amsbound(**bound),
+      "adam": lambda: optax.adam(learning_rate),
+      "sgdm": lambda: optax.sgd(final_lr * (1 - 0.9), momentum=0.9),
+  }[name]()
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """The mean-reduced loss: gradients do not grow with the batch size."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+# Flax NNX.
+
+
+class NnxMlp(nnx.Module):
+  """64 -> 128 ReLU -> 10."""
+
+  def __init__(self, *, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(64, 128, rngs=rngs)
+    self.out = nnx.Linear(128, 10, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.reshape(x.shape[0], -1)
+    return self.out(nnx.relu(self.hidden(x)))
+
+
+class NnxCnn(nnx.Module):
+  """conv 16 -> conv 32 -> 2x2 mean pool -> 10."""
+
+  def __init__(self, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(1, 16, (3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(16, 32, (3, 3), rngs=rngs)
+    self.out = nnx.Linear(4 * 4 * 32, 10, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = nnx.relu(self.conv1(x))
+    x = nnx.relu(self.conv2(x))
+    x = nnx.avg_pool(x, (2, 2), strides=(2, 2))
+    return self.out(x.reshape(x.shape[0], -1))
+
+
+def nnx_model(name: str, seed: int) -> nnx.Module:
+  """A fresh NNX model, ``'mlp'`` or ``'cnn'``."""
+  model_class = {"mlp": NnxMlp, "cnn": NnxCnn}[name]
+  return model_class(rngs=nnx.Rngs(seed))
+
+
+@nnx.jit
+def _nnx_train_step(
+    model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
+) -> jax.Array:
+  loss, grads = nnx.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
+  optimizer.update(model, grads)
+  return loss
+
+
+@nnx.jit
+def _nnx_predict(model: nnx.Module, x: jax.Array) -> jax.Array:
+  return jnp.argmax(model(x), axis=-1)
+
+
+def fit_nnx(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    data: Digits,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[nnx.Optimizer, History]:
+  """Trains ``model`` in place with ``nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+
+  ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
+  """
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  start = time.perf_counter()
+  losses = []
+  for epoch in range(epochs):
+    epoch_losses = [
+        _nnx_train_step(model, optimizer, data.x_train[i], data.y_train[i])
+        for i in batches(len(data.y_train), batch_size, epoch, seed)
+    ]
+    losses.append(float(np.mean(jax.device_get(epoch_losses))))
+    if on_epoch is not None:
+      on_epoch(epoch, losses[-1])
+  accuracy = float(np.mean(
+      np.asarray(_nnx_predict(model, data.x_test)) == data.y_test))
+  return optimizer, History(losses, accuracy, time.perf_counter() - start)
+
+
+# Flax Linen.
+
+
+class LinenMlp(linen.Module):
+  """64 -> 128 ReLU -> 10."""
+
+  @linen.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.reshape(x.shape[0], -1)
+    return linen.Dense(10)(linen.relu(linen.Dense(128)(x)))
+
+
+class LinenCnn(linen.Module):
+  """conv 16 -> conv 32 -> 2x2 mean pool -> 10."""
+
+  @linen.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = linen.relu(linen.Conv(16, (3, 3))(x))
+    x = linen.relu(linen.Conv(32, (3, 3))(x))
+    x = linen.avg_pool(x, (2, 2), strides=(2, 2))
+    return linen.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def linen_model(name: str) -> linen.Module:
+  """A Linen model, ``'mlp'`` or ``'cnn'``."""
+  return {"mlp": LinenMlp, "cnn": LinenCnn}[name]()
+
+
+def linen_state(
+    model: linen.Module, tx: optax.GradientTransformation, seed: int
+) -> train_state.TrainState:
+  """``TrainState.create(..., tx=tx)`` around freshly initialized params."""
+  params = model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)))["params"]
+  return train_state.TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx)
+
+
+@jax.jit
+def linen_train_step(
+    state: train_state.TrainState, x: jax.Array, y: jax.Array
+) -> tuple[train_state.TrainState, jax.Array]:
+  """One step of ``state.apply_gradients`` on the mean cross-entropy."""
+  def loss_fn(params: Any) -> jax.Array:
+    return cross_entropy(state.apply_fn({"params": params}, x), y)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return state.apply_gradients(grads=grads), loss
+
+
+@jax.jit
+def _linen_predict(state: train_state.TrainState, x: jax.Array) -> jax.Array:
+  return jnp.argmax(state.apply_fn({"params": state.params}, x), axis=-1)
+
+
+def fit_linen(
+    state: train_state.TrainState,
+    data: Digits,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[train_state.TrainState, History]:
+  """Trains a ``TrainState`` by ``apply_gradients``; returns the last state.
+
+  ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
+  """
+  start = time.perf_counter()
+  losses = []
+  for epoch in range(epochs):
+    epoch_losses = []
+    for i in batches(len(data.y_train), batch_size, epoch, seed):
+      state, loss = linen_train_step(state, data.x_train[i], data.y_train[i])
+      epoch_losses.append(loss)
+    losses.append(float(np.mean(jax.device_get(epoch_losses))))
+    if on_epoch is not None:
+      on_epoch(epoch, losses[-1])
+  accuracy = float(np.mean(
+      np.asarray(_linen_predict(state, data.x_test)) == data.y_test))
+  return state, History(losses, accuracy, time.perf_counter() - start)
+
+
+# What the two training scripts share: their arguments and their report.
+
+
+def parse_args(script: str, argv: list[str] | None = None) -> argparse.Namespace:
+  """The arguments of ``benchmarks/train_{nnx,linen}.py``."""
+  parser = argparse.ArgumentParser(
+      prog=f"python -m benchmarks.{script}",
+      description="Train an MLP and a CNN on digits with Flax and optax_bound.")
+  parser.add_argument("--models", default=",".join(MODELS),
+                      help="comma-separated, from: " + ", ".join(MODELS))
+  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                      help="comma-separated, from: " + ", ".join(OPTIMIZERS))
+  parser.add_argument("--epochs", type=int, default=10)
+  parser.add_argument("--batch-size", type=int, default=64)
+  parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
+  parser.add_argument("--final-lr", type=float, default=FINAL_LR)
+  parser.add_argument("--gamma", type=float, default=GAMMA,
+                      help="the bounds are within 2x of final_lr after "
+                      "1/gamma steps; an epoch is 22 steps")
+  parser.add_argument("--seeds", type=int, default=1)
+  parser.add_argument("--out", type=pathlib.Path,
+                      default=_report.RESULTS / f"{script}.json")
+  args = parser.parse_args(argv)
+  args.models = args.models.split(",")
+  args.optimizers = args.optimizers.split(",")
+  return args
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
+  """Prints the table of results and saves the raw numbers; returns the table."""
+  rows = []
+  for model_name in args.models:
+    for opt_name in args.optimizers:
+      runs = [r for r in results
+              if r["model"] == model_name and r["optimizer"] == opt_name]
+      accuracy = np.array([r["test_accuracy"] for r in runs])
+      loss = np.array([r["train_loss"][-1] for r in runs])
+      rows.append([model_name, opt_name,
+                   f"{accuracy.mean():.4f} +- {accuracy.std():.4f}",
+                   f"{loss.mean():.4f} +- {loss.std():.4f}",
+                   float(np.mean([r["seconds"] for r in runs]))])
+  table = _report.table(
+      ["model", "optimizer", "test accuracy", "final train loss",
+       "seconds / run"], rows)
+  print(table)
+  path = _report.write_json(args.out, {
+      "args": {k: v if isinstance(v, (int, float, list)) else str(v)
+               for k, v in vars(args).items()},
+      "table": table,
+      "runs": results,
+  })
+  print(f"Raw numbers: {path}")
+  return table

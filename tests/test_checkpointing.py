@@ -1,0 +1,114 @@
+"""Checkpoints with Orbax and flax.serialization: resume bitwise, stable names.
+
+The run, its optimizer and the restore live in ``tests/_checkpoint_worker.py``,
+which this test also runs as a separate process: the restore there knows
+nothing but the code, as after a preemption.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+# tests/ is on sys.path (pytest puts it there): the worker is importable.
+import _checkpoint_worker as worker
+from flax import serialization
+from flax import traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import optax_bound
+
+WORKER = pathlib.Path(worker.__file__)
+
+
+def test_resume_in_a_fresh_process_is_bitwise_equal_to_the_uninterrupted_run(
+    tmp_path):
+  midway = worker.train(worker.init_run(), 0, worker.SAVE_AT)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "orbax", midway)
+  checkpointer.wait_until_finished()
+  (tmp_path / "run.msgpack").write_bytes(serialization.to_bytes(midway))
+  uninterrupted = worker.flat(
+      worker.train(midway, worker.SAVE_AT, worker.TOTAL))
+
+  out = tmp_path / "resumed.npz"
+  subprocess.run(
+      [sys.executable, str(WORKER), str(tmp_path / "orbax"),
+       str(tmp_path / "run.msgpack"), str(out)],
+      check=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  resumed = dict(np.load(out))
+
+  # 4 param leaves; count, initial_lr, peak_lr; mu, nu and nu_max of each.
+  assert len(uninterrupted) == 4 + 3 + 3 * 4
+  for name in ("orbax", "msgpack"):
+    for key, value in uninterrupted.items():
+      np.testing.assert_array_equal(resumed.pop(f"{name}/{key}"), value,
+                                    err_msg=f"{name}: {key}")
+  assert not resumed  # Nothing more, nothing less.
+  assert int(uninterrupted["opt_state/1/inner_state/count"]) == worker.TOTAL
+  # The resumed half of the run moved the parameters: equality is not
+  # the trivial kind.
+  moved = np.abs(uninterrupted["params/Dense_0/kernel"]
+                 - np.asarray(midway["params"]["Dense_0"]["kernel"]))
+  assert moved.max() > 1e-3
+
+
+_PARAMS = {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}
+_ESTIMATOR = ["count", "mu.bias", "mu.kernel", "nu.bias", "nu.kernel"]
+_NU_MAX = ["nu_max.bias", "nu_max.kernel"]
+
+
+def _bounded(prefix, moments):
+  return ([f"{prefix}initial_lr", f"{prefix}peak_lr"]
+          + [f"{prefix}inner_state.{name}" for name in moments])
+
+
+# The array names a checkpoint holds, as Orbax writes them. They are the
+# field names of ClipStepSizeByDynamicBoundState (initial_lr, peak_lr,
+# inner_state) and of Optax's ScaleByAdamState / ScaleByAmsgradState (count,
+# mu, nu, nu_max), behind the index of the chain element. Changing one breaks
+# every saved checkpoint: this list changes only with a new major version.
+STABLE_NAMES = {
+    "adabound": _bounded("1.", _ESTIMATOR),
+    "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
+    "adaboundw": _bounded("0.", _ESTIMATOR),
+    "adabound_paper": [*_bounded("1.", _ESTIMATOR), "2.count"],
+    "inject_hyperparams_adabound": [
+        "count",
+        *[f"hyperparams.{h}" for h in ("b1", "b2", "eps", "final_lr", "gamma",
+                                       "learning_rate", "weight_decay")],
+        *_bounded("inner_state.1.", _ESTIMATOR),
+    ],
+}
+_OPTIMIZERS = {
+    "adabound": lambda: optax_bound.adabound(),
+    "amsbound_masked_decay": lambda: optax_bound.amsbound(
+        weight_decay=1e-4, mask={"kernel": True, "bias": False}),
+    "adaboundw": lambda: optax_bound.adaboundw(weight_decay=1e-2),
+    "adabound_paper": lambda: optax_bound.adabound(form="paper"),
+    "inject_hyperparams_adabound": lambda: optax.inject_hyperparams(
+        optax_bound.adabound)(learning_rate=1e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(STABLE_NAMES))
+def test_checkpoint_array_names_are_the_stable_field_names(name, tmp_path):
+  state = _OPTIMIZERS[name]().init(_PARAMS)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / name, state)
+  checkpointer.wait_until_finished()
+  metadata = checkpointer.metadata(tmp_path / name)
+  # Recent Orbax wraps the tree: StepMetadata(item_metadata=TreeMetadata).
+  metadata = getattr(metadata, "item_metadata", metadata)
+  metadata = getattr(metadata, "tree", metadata)
+  orbax_names = sorted(array.name for array in jax.tree.leaves(metadata))
+  assert orbax_names == sorted(STABLE_NAMES[name])
+  # flax.serialization keys its msgpack by the same names.
+  msgpack_names = traverse_util.flatten_dict(
+      serialization.to_state_dict(state), sep=".")
+  assert sorted(msgpack_names) == sorted(STABLE_NAMES[name])
