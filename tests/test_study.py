@@ -1,0 +1,117 @@
+"""The study's experiments run at a tiny size, and their outcomes hold.
+
+Each experiment runs as ``python -m benchmarks.study`` runs it, at sizes that
+take seconds; the full study lives in benchmarks/, not here.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import _data
+from benchmarks import _models
+from benchmarks import study
+from benchmarks import study_bounds
+from benchmarks import study_paths
+from benchmarks import study_robustness
+from benchmarks import study_training
+
+
+def _json(path):
+  return json.loads(path.read_text())
+
+
+def test_counterexample_adam_ends_at_worst_point_and_amsbound_at_optimum(tmp_path):
+  tables = study.main(["--only", "counterexample", "--out", str(tmp_path)])
+  assert "AMSBound" in tables["counterexample"]
+  assert (tmp_path / "counterexample.png").stat().st_size > 10_000
+  settled = _json(tmp_path / "counterexample.json")["mean_x_last_10pct"]
+  for problem in ("theorem1", "section5"):
+    # Adam settles at the worst point x = +1 ...
+    assert settled[f"{problem}/Adam"] > 0.99
+    # ... the bounded methods and AMSGrad near the optimum x = -1.
+    assert settled[f"{problem}/AMSBound"] < -0.95
+    assert settled[f"{problem}/AdaBound"] < -0.95
+    assert settled[f"{problem}/AMSGrad"] < -0.95
+
+
+def test_paths_sgd_and_adam_reach_the_quadratic_minimum(tmp_path):
+  table = study_paths.run(study_paths.Settings(steps=40), 1, tmp_path)
+  assert "Rosenbrock".lower() in table
+  runs = _json(tmp_path / "paths.json")["runs"]
+  # From f = 5725: SGD at lr 0.1 shrinks f by 0.8**2 a step.
+  assert runs["quadratic/SGD"]["final_f"] == pytest.approx(
+      5725 * 0.64**40, rel=1e-3)
+  # Adam at lr 1 moves about 1 per step: 40 steps from x = -75 are not enough.
+  assert 100 < runs["quadratic/Adam"]["final_f"] < 5725
+  assert runs["quadratic/AdaBound"]["lr"] == 1.0
+  for name in ("quadratic", "rosenbrock", "beale"):
+    assert (tmp_path / f"paths_{name}.png").exists()
+
+
+def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
+  study_bounds.run(study_bounds.Settings(steps=50), 1, tmp_path)
+  result = _json(tmp_path / "bounds.json")
+  lower, upper = np.array(result["lower"]), np.array(result["upper"])
+  for name in ("AdaBound", "AMSBound"):
+    q = np.array(result["runs"][name]["quantiles"])
+    assert np.all(q[:, 0] >= lower * (1 - 1e-4))
+    assert np.all(q[:, -1] <= upper * (1 + 1e-4))
+    assert np.array(result["runs"][name]["at_upper"]).max() > 0.2
+  adam = np.array(result["runs"]["Adam (gamma = 0)"]["quantiles"])
+  assert np.any(adam[:, -1] > 2 * upper)
+  assert (tmp_path / "bounds.png").exists()
+
+
+def test_training_trains_every_setup_kind(tmp_path):
+  settings = study_training.Settings(
+      {"digits MLP, badly scaled": 40, "MNIST-1D CNN": 20},
+      ("AdaBound",), grid=1, n_evals=2)
+  tables = study_training.run(settings, 2, tmp_path)
+  assert "AdaBound" in tables and "MNIST-1D CNN" in tables
+  results = _json(tmp_path / "training.json")["results"]
+  for setup, min_acc in (("digits MLP, badly scaled", 0.6), ("MNIST-1D CNN", 0.15)):
+    run = results[setup]["optimizers"]["AdaBound"]
+    loss = np.array(run["train_loss"])  # [seeds, points]
+    acc = np.array(run["test_acc"])
+    assert loss.shape == acc.shape == (2, 3)
+    assert np.all(loss[:, -1] < loss[:, 0])
+    assert np.all(acc[:, -1] > min_acc)  # 10 classes: chance is 0.1.
+  for png in ("training_digits_mlp_badly_scaled.png",
+              "training_mnist1d_cnn.png", "training_summary.png"):
+    assert (tmp_path / png).exists()
+
+
+def test_tuning_picks_the_best_validation_accuracy_and_never_a_nan():
+  grid = study_training.lr_grid(1e-3, 7)
+  np.testing.assert_allclose(grid[[0, 3, 6]], [10**-4.5, 1e-3, 10**-1.5])
+
+  class Curves:
+    eval_acc = np.array([0.9, 0.95, 0.95, 0.99])[:, None, None]
+    eval_loss = np.array([0.3, 0.2, 0.1, np.nan])[:, None, None]
+
+  assert study_training.best_index(Curves) == 2
+
+
+def test_robustness_sweeps_the_grid(tmp_path):
+  settings = study_robustness.Settings(("digits MLP",), 20, (0.1, 1.0),
+                                       (1e-3, 1.0), 2)
+  table = study_robustness.run(settings, 1, tmp_path)
+  assert "gamma 0.001" in table
+  result = _json(tmp_path / "robustness.json")["results"]["digits MLP"]
+  grid = np.array(result["AdaBound"]["grid_final_lr_by_gamma"])
+  assert grid.shape == (2, 2)
+  assert np.all((grid > 0.1) & (grid <= 1.0))
+  assert len(result["SGDM"]["test_acc"]) == 2
+  assert (tmp_path / "robustness.png").exists()
+
+
+def test_data_splits_are_disjoint_and_fixed():
+  a, b = _data.digits("flat"), _data.digits("badly_scaled")
+  assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 1797
+  np.testing.assert_array_equal(a.y_test, b.y_test)
+  ratio = b.x_train.std(0) / np.maximum(a.x_train.std(0), 1e-6)
+  live = a.x_train.std(0) > 0.1
+  assert ratio[live].max() / ratio[live].min() > 100
+  assert _models.n_params(_models.mlp(64, (128, 128))) == 26_122
