@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import tqdm
 
 from benchmarks import _report
 import optax_bound
@@ -298,6 +299,34 @@ def parse_args(script: str, argv: list[str] | None = None) -> argparse.Namespace
   args.models = args.models.split(",")
   args.optimizers = args.optimizers.split(",")
   return args
+
+
+def run(
+    script: str,
+    fit_one: Callable[..., tuple[Any, History]],
+    argv: list[str] | None = None,
+) -> str:
+  """Parses ``script``'s arguments, trains every (model, optimizer, seed), reports.
+
+  ``fit_one(model_name, tx, data, epochs=, batch_size=, seed=, on_epoch=)``
+  is the one place where the NNX and Linen scripts differ.
+  """
+  args = parse_args(script, argv)
+  data = load_digits()
+  runs = [(model, opt, seed) for model in args.models
+          for opt in args.optimizers for seed in range(args.seeds)]
+  results = []
+  with tqdm.tqdm(total=len(runs) * args.epochs, unit="epoch") as bar:
+    for model_name, opt_name, seed in runs:
+      bar.set_description(f"{model_name} {opt_name} seed {seed}")
+      tx = optimizer(opt_name, args.learning_rate, args.final_lr, args.gamma)
+      _, history = fit_one(
+          model_name, tx, data, epochs=args.epochs, batch_size=args.batch_size,
+          seed=seed, on_epoch=lambda _, loss: (
+              bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+      results.append({"model": model_name, "optimizer": opt_name,
+                      "seed": seed, **history._asdict()})
+  return report(args, results)
 
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:

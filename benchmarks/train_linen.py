@@ -12,31 +12,18 @@ The models and data are in ``benchmarks/_flax_digits.py``;
 ``benchmarks/train_nnx.py`` is the same study in Flax NNX.
 """
 
-import tqdm
-
 from benchmarks import _flax_digits
 
 
+def fit(model_name, tx, data, **kwargs):
+  """One Linen run: a fresh TrainState, initialised with the run's seed."""
+  state = _flax_digits.linen_state(
+      _flax_digits.linen_model(model_name), tx, kwargs["seed"])
+  return _flax_digits.fit_linen(state, data, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
-  args = _flax_digits.parse_args("train_linen", argv)
-  data = _flax_digits.load_digits()
-  runs = [(model, opt, seed) for model in args.models
-          for opt in args.optimizers for seed in range(args.seeds)]
-  results = []
-  with tqdm.tqdm(total=len(runs) * args.epochs, unit="epoch") as bar:
-    for model_name, opt_name, seed in runs:
-      bar.set_description(f"{model_name} {opt_name} seed {seed}")
-      tx = _flax_digits.optimizer(
-          opt_name, args.learning_rate, args.final_lr, args.gamma)
-      state = _flax_digits.linen_state(
-          _flax_digits.linen_model(model_name), tx, seed)
-      _, history = _flax_digits.fit_linen(
-          state, data, epochs=args.epochs, batch_size=args.batch_size,
-          seed=seed, on_epoch=lambda _, loss: (
-              bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
-      results.append({"model": model_name, "optimizer": opt_name,
-                      "seed": seed, **history._asdict()})
-  _flax_digits.report(args, results)
+  _flax_digits.run("train_linen", fit, argv)
 
 
 if __name__ == "__main__":

@@ -12,30 +12,17 @@ The models and data are in ``benchmarks/_flax_digits.py``;
 ``benchmarks/train_linen.py`` is the same study in Flax Linen.
 """
 
-import tqdm
-
 from benchmarks import _flax_digits
 
 
+def fit(model_name, tx, data, **kwargs):
+  """One NNX run: the model is built here, so its seed is the run's."""
+  return _flax_digits.fit_nnx(
+      _flax_digits.nnx_model(model_name, kwargs["seed"]), tx, data, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
-  args = _flax_digits.parse_args("train_nnx", argv)
-  data = _flax_digits.load_digits()
-  runs = [(model, opt, seed) for model in args.models
-          for opt in args.optimizers for seed in range(args.seeds)]
-  results = []
-  with tqdm.tqdm(total=len(runs) * args.epochs, unit="epoch") as bar:
-    for model_name, opt_name, seed in runs:
-      bar.set_description(f"{model_name} {opt_name} seed {seed}")
-      model = _flax_digits.nnx_model(model_name, seed)
-      tx = _flax_digits.optimizer(
-          opt_name, args.learning_rate, args.final_lr, args.gamma)
-      _, history = _flax_digits.fit_nnx(
-          model, tx, data, epochs=args.epochs, batch_size=args.batch_size,
-          seed=seed, on_epoch=lambda _, loss: (
-              bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
-      results.append({"model": model_name, "optimizer": opt_name,
-                      "seed": seed, **history._asdict()})
-  _flax_digits.report(args, results)
+  _flax_digits.run("train_nnx", fit, argv)
 
 
 if __name__ == "__main__":

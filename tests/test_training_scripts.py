@@ -1,0 +1,24 @@
+"""The README's Flax training scripts run end to end and report what they trained."""
+
+import json
+
+import pytest
+
+from benchmarks import train_linen
+from benchmarks import train_nnx
+
+
+@pytest.mark.parametrize("script,model,optimizer", [
+    (train_nnx, "mlp", "amsbound"), (train_linen, "cnn", "adabound")])
+def test_training_script_trains_and_saves_its_table(
+    script, model, optimizer, tmp_path, capsys):
+  out = tmp_path / "result.json"
+  script.main(["--epochs", "1", "--models", model, "--optimizers", optimizer,
+               "--out", str(out)])
+  saved = json.loads(out.read_text())
+  (run,) = saved["runs"]
+  assert (run["model"], run["optimizer"]) == (model, optimizer)
+  # One epoch (22 steps) already classifies most of the 360 test digits.
+  assert run["test_accuracy"] > 0.8
+  assert saved["table"] in capsys.readouterr().out
+  assert saved["machine"]["cores"] >= 1
