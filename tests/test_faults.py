@@ -135,6 +135,31 @@ def test_huge_gradients_keep_the_state_finite(name, precision):
       assert _finite(moment), (field, moment)
 
 
+@pytest.mark.parametrize("name", ["adabound", "amsbound"])
+def test_bfloat16_moments_saturate_under_float32_hyperparameters(name):
+  """Injected float32 hyperparameters compute bfloat16's moments in float32.
+
+  float32's largest value rounds to inf in bfloat16, so the moment must
+  saturate after it is cast back to the state's dtype; otherwise ``b2 = 0``
+  turns ``0 * inf`` into a NaN update on the next step (found by
+  ``test_every_effective_step_size_lies_within_the_bounds``).
+  """
+  tx = optax.inject_hyperparams(
+      CONSTRUCTORS[name], hyperparam_dtype=jnp.float32)(
+          learning_rate=1.0, b1=0.0, b2=0.0, eps=0.1)
+  params = jnp.asarray([1.0, -1.0], jnp.bfloat16)
+  grads = [jnp.asarray(g, jnp.bfloat16)
+           for g in ([-7e19, 1.0], [9e19, -1.0], [0.0, 0.0])]
+  records = _run(tx, params, grads)
+  for new_params, updates, state in records:
+    assert _finite(updates) and _finite(new_params)
+    for field, moment in _moments(state).items():
+      assert moment.dtype == jnp.bfloat16
+      assert _finite(moment), (field, moment)
+  np.testing.assert_array_equal(
+      optax.tree.get(records[1][2], "nu")[0], jnp.finfo(jnp.bfloat16).max)
+
+
 TINY = {
     # Subnormal (flushed to 0 by XLA on CPU), and normal but with a square that
     # underflows: Adam's denominator is then eps alone, or 0 where eps = 0.
