@@ -57,10 +57,13 @@ def _hyperparameters(draw):
       eps=draw(_zero_or(_log_uniform(1e-12, 0.1))),
       weight_decay=draw(_zero_or(_log_uniform(1e-6, 0.1))),
   )
-  # gamma = 0 opens the bound (Adam) and eps = 0 removes Adam's guard against
-  # 0 / 0: together they divide by zero where v underflows, as optax.adam(eps=0)
-  # does. Either one alone is covered.
-  hypothesis.assume(hyperparameters["gamma"] > 0 or hyperparameters["eps"] > 0)
+  # gamma = 0 opens the bound: the step is Adam's, m / (sqrt(v) + eps), which
+  # is 0 / 0 where v underflows and eps = 0, and can exceed float32's range
+  # where v vanishes (b2 = 0 and a zero gradient) and eps is tiny, as
+  # optax.adam's does. So an open bound comes with an eps that keeps Adam's
+  # step finite for gradients up to ~1e31; a closed bound takes any eps.
+  hypothesis.assume(
+      hyperparameters["gamma"] > 0 or hyperparameters["eps"] >= 1e-6)
   return hyperparameters
 
 
