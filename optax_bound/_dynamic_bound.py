@@ -21,9 +21,18 @@ multiple of its ``mu`` (true of :func:`optax_bound.scale_by_adam`,
   u_t = \operatorname{sign}(m_t) \cdot
         \mathrm{clip}\left(s,\ \eta_l(t) |m_t|,\ \eta_u(t) |m_t|\right),
 
-which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t`, is exact
-for real parameters (the sign is copied, not multiplied) and holds for complex
-ones with :math:`\operatorname{sign}(m) = m / |m|`.
+which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t` and holds
+for complex parameters with :math:`\operatorname{sign}(m) = m / |m|`. For real
+ones :math:`\alpha_t d_t` already has the sign of :math:`m_t`, so :math:`u_t`
+is one of :math:`\alpha_t d_t`, :math:`\eta_l(t) m_t` and
+:math:`\eta_u(t) m_t`, each computed as the formula computes it, and two
+comparisons of magnitudes pick it: no sign to copy, and no elementwise ``min``
+or ``max``, whose NaN handling costs more than the comparison itself. This is
+for speed: under ``jax.jit`` on a CPU the pass that applies the update is
+about as busy computing as it is waiting for memory, and this form takes it
+from about 28 to 19 vector instructions per 8 float32 elements (Adam's takes
+8), which keeps AdaBound's step as fast as ``optax.adam``'s
+(``benchmarks/speed.py``).
 
 The learning rate at step ``t`` is ``learning_rate(count)`` with the count
 before it is incremented (Optax's convention, and what a PyTorch scheduler
@@ -180,25 +189,43 @@ def _bounded_update(g, direction, mu, learning_rate, lower, upper, sign):
   dtype = jnp.result_type(direction, mu)
   real_dtype = jnp.finfo(dtype).dtype
   mu = mu.astype(dtype)
-  mu_abs = jnp.abs(mu)
   learning_rate = learning_rate.astype(real_dtype)
-  # With eps = 0 an underflowed second moment makes the direction infinite;
-  # a zero learning rate then means a zero step, not 0 * inf = NaN.
-  unbounded = jnp.where(
-      learning_rate > 0, jnp.abs(learning_rate * direction), 0
-  )
-  step = jnp.clip(
-      unbounded,
-      lower.astype(real_dtype) * mu_abs,
-      upper.astype(real_dtype) * mu_abs,
-  )
   if jnp.iscomplexobj(mu):
-    step = jnp.sign(mu) * step
-  else:
-    step = jnp.copysign(step, mu)
+    mu_abs = jnp.abs(mu)
+    # With eps = 0 an underflowed second moment makes the direction infinite;
+    # a zero learning rate then means a zero step, not 0 * inf = NaN.
+    unbounded = jnp.where(
+        learning_rate > 0, jnp.abs(learning_rate * direction), 0
+    )
+    step = jnp.sign(mu) * jnp.clip(
+        unbounded,
+        lower.astype(real_dtype) * mu_abs,
+        upper.astype(real_dtype) * mu_abs,
+    )
+    # A zero mu has a zero update even where eps=0 made its direction 0/0.
+    step = jnp.where(mu_abs == 0, jnp.zeros_like(step), step)
+    return (sign * step).astype(jnp.result_type(g))
+  # Real parameters: the three candidate updates, each with the sign of mu
+  # and the sign flip (carried by the scalars) already on it. NaN bounds (NaN
+  # hyperparameters) make the rate NaN, so that the step is NaN as it is
+  # through clip. A zero learning rate is a zero step, as above, but a
+  # non-finite mu still poisons it (0 * inf), as it does the bounds in clip.
+  invalid = jnp.isnan(lower) | jnp.isnan(upper)
+  rate = jnp.where(invalid, jnp.nan, sign * learning_rate)
+  step = jnp.where(learning_rate > 0, rate * direction, (0 * rate) * mu)
+  # clip(s, lower |m|, upper |m|) with s >= 0: a lower bound below 0 never
+  # binds and one above the upper bound gives way to it, so clamping the
+  # scalar lower bound into [0, upper] lets two comparisons do the clip.
+  lower = jnp.minimum(jnp.maximum(lower, 0), upper)
+  lower_step = (sign * lower).astype(real_dtype) * mu
+  upper_step = (sign * upper).astype(real_dtype) * mu
+  size = jnp.abs(step)
+  # Comparisons with NaN are False, so a NaN step stays NaN.
+  step = jnp.where(size < jnp.abs(lower_step), lower_step, step)
+  step = jnp.where(size > jnp.abs(upper_step), upper_step, step)
   # A zero mu has a zero update even where eps=0 made its direction 0/0.
-  step = jnp.where(mu_abs == 0, jnp.zeros_like(step), step)
-  return (sign * step).astype(jnp.result_type(g))
+  return jnp.where(mu == 0, jnp.zeros_like(step), step).astype(
+      jnp.result_type(g))
 
 
 _MISSING = object()
