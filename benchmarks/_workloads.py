@@ -1,0 +1,116 @@
+"""The parameter trees that the speed and memory benchmarks step through.
+
+An optimizer step is elementwise work over every parameter, so all that
+matters of a model is the shapes of its leaves: how many there are, how large,
+in which layout. The trees here are those of real models, leaf for leaf, with
+the names and layouts Flax gives them, without the models themselves:
+
+* ``resnet34``: the CIFAR-10 ResNet-34 of the paper's experiments (3x3 stem,
+  basic blocks [3, 4, 6, 3], 10 classes) in Flax's layout: convolution kernels
+  HWIO, BatchNorm ``scale`` and ``bias`` (its running statistics are not
+  parameters), the ``Dense_0`` head. 110 leaves, 21,282,122 parameters, the
+  count of the usual PyTorch model.
+* ``gpt2``: GPT-2 small (124M) as Flax/Transformers name it: token and position
+  embeddings, 12 blocks of LayerNorm, attention and MLP, the final LayerNorm.
+  148 leaves, 124,439,808 parameters.
+* ``single_buffer``: one flat leaf, to show how the cost of a step grows with
+  its size, free of per-leaf overhead.
+
+Each builder takes size knobs so that the tests can run a tiny tree with the
+same structure.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Shapes = dict[str, Any]  # A nested dict whose leaves are shape tuples.
+
+RESNET34_BLOCKS = (3, 4, 6, 3)
+
+
+def resnet34(width: int = 64, num_classes: int = 10,
+             blocks: tuple[int, ...] = RESNET34_BLOCKS) -> Shapes:
+  """The CIFAR-10 ResNet-34 of the paper in Flax's layout; see the module docstring."""
+
+  def batch_norm(c):
+    return {"scale": (c,), "bias": (c,)}
+
+  tree: Shapes = {"conv_init": {"kernel": (3, 3, 3, width)},
+                  "bn_init": batch_norm(width)}
+  c_in, index = width, 0
+  for stage, n_blocks in enumerate(blocks):
+    c_out = width * 2**stage
+    for _ in range(n_blocks):
+      block = {"Conv_0": {"kernel": (3, 3, c_in, c_out)},
+               "BatchNorm_0": batch_norm(c_out),
+               "Conv_1": {"kernel": (3, 3, c_out, c_out)},
+               "BatchNorm_1": batch_norm(c_out)}
+      if c_in != c_out:  # The projection shortcut of each new stage.
+        block["conv_proj"] = {"kernel": (1, 1, c_in, c_out)}
+        block["norm_proj"] = batch_norm(c_out)
+      tree[f"ResNetBlock_{index}"] = block
+      c_in, index = c_out, index + 1
+  tree["Dense_0"] = {"kernel": (c_in, num_classes), "bias": (num_classes,)}
+  return tree
+
+
+def gpt2(d_model: int = 768, n_layer: int = 12, vocab: int = 50257,
+         n_ctx: int = 1024) -> Shapes:
+  """GPT-2 small (124M) as Flax names it; see the module docstring."""
+
+  def layer_norm():
+    return {"scale": (d_model,), "bias": (d_model,)}
+
+  def dense(n_in, n_out):
+    return {"kernel": (n_in, n_out), "bias": (n_out,)}
+
+  blocks = {str(i): {"ln_1": layer_norm(),
+                     "attn": {"c_attn": dense(d_model, 3 * d_model),
+                              "c_proj": dense(d_model, d_model)},
+                     "ln_2": layer_norm(),
+                     "mlp": {"c_fc": dense(d_model, 4 * d_model),
+                             "c_proj": dense(4 * d_model, d_model)}}
+            for i in range(n_layer)}
+  return {"wte": {"embedding": (vocab, d_model)},
+          "wpe": {"embedding": (n_ctx, d_model)},
+          "h": blocks,
+          "ln_f": layer_norm()}
+
+
+def single_buffer(size: int) -> Shapes:
+  """One flat leaf of ``size`` parameters."""
+  return {"w": (int(size),)}
+
+
+def _is_shape(x) -> bool:
+  return isinstance(x, tuple)
+
+
+def leaf_shapes(tree: Shapes) -> list[tuple[int, ...]]:
+  """The shapes of the leaves, in the order of ``jax.tree.leaves``."""
+  return jax.tree.leaves(tree, is_leaf=_is_shape)
+
+
+def num_params(tree: Shapes) -> int:
+  return sum(int(np.prod(s)) for s in leaf_shapes(tree))
+
+
+def params_and_grads(tree: Shapes, dtype, seed: int = 0) -> tuple[Any, Any]:
+  """Random parameters and gradients of a typical scale (no zeros, no subnormals).
+
+  The values do not change the work of a step (it has no data-dependent
+  branches), but subnormal numbers would slow down any CPU kernel, so both are
+  normal draws of a plausible size: weights ~0.02, gradients ~1e-3. NumPy draws
+  them: ``jax.random`` would compile a kernel for every distinct leaf shape.
+  """
+  rng = np.random.default_rng(seed)
+
+  def draw(shape, scale):
+    return jnp.asarray(scale * rng.standard_normal(shape, np.float32), dtype)
+
+  params = jax.tree.map(lambda s: draw(s, 0.02), tree, is_leaf=_is_shape)
+  grads = jax.tree.map(lambda s: draw(s, 1e-3), tree, is_leaf=_is_shape)
+  return params, grads

@@ -1,0 +1,503 @@
+"""Step time: AdaBound, AMSBound and AdaBoundW against Optax and the PyTorch peers.
+
+    python -m benchmarks.speed            # the README's figures (~12 min on 2 cores)
+    python -m benchmarks.speed --quick    # ResNet-34 and buffers to 1e7, float32
+    python -m benchmarks.speed --workloads resnet34 --dtypes float32
+
+Every optimizer takes steps on the same parameter trees (``_workloads``):
+ResNet-34 (110 leaves, 21.3M) and GPT-2 small (148 leaves, 124M), and fewer
+of them (``SWEEP_OPTIMIZERS``) on one flat buffer of 1e4 to 1e8 parameters, in
+float32 and bfloat16. A JAX step is
+``jax.jit``-compiled with its parameters and state donated, as a training step
+is, and includes ``optax.apply_updates``; a PyTorch step is ``optimizer.step()``
+with the gradients in place (PyTorch peers run in float32 only, and only when
+torch is installed: ``pip install ".[reference]"``).
+
+How the times are taken, so that the ratios mean something on a shared
+machine: the optimizers take turns. Each round runs every optimizer for one
+block (a fresh state, one warm-up step, then ``--steps`` timed steps), in an
+order that rotates from round to round, so that each ratio is the median over
+rounds of two blocks run seconds apart; its spread over rounds is printed as
+the noise. An optimizer stops taking turns once its timed steps have used
+``--budget`` seconds (the authors' AMSBound takes seconds per GPT-2 step).
+
+Achieved bandwidth counts the bytes an ideal single pass must move: read the
+parameters, the gradients and the state, write the parameters and the state
+(28 bytes per float32 parameter for AdaBound, 36 for AMSBound, 12 for SGD,
+which is a STREAM triad and so the machine's attainable bandwidth).
+
+Writes ``speed.json`` (every timed step) and ``speed.png`` to ``--out``, and
+prints the tables.
+"""
+
+import argparse
+import functools
+import gc
+import os
+import pathlib
+import time
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+import warnings
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from benchmarks import _report
+from benchmarks import _workloads
+import optax_bound
+
+WEIGHT_DECAY = 1e-4  # optax.adamw's default; adaboundw gets the same.
+
+# Ours at the defaults, and the Optax optimizer each one is Optax's version of.
+JAX_OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "adabound": optax_bound.adabound,
+    "amsbound": optax_bound.amsbound,
+    "adaboundw": lambda: optax_bound.adaboundw(weight_decay=WEIGHT_DECAY),
+    "optax.adam": lambda: optax.adam(1e-3),
+    "optax.amsgrad": lambda: optax.amsgrad(1e-3),
+    "optax.adamw": lambda: optax.adamw(1e-3, weight_decay=WEIGHT_DECAY),
+    "optax.sgd": lambda: optax.sgd(1e-3),
+}
+OPTAX_COUNTERPART = {"adabound": "optax.adam", "amsbound": "optax.amsgrad",
+                     "adaboundw": "optax.adamw"}
+# The PyTorch peers, and which of ours each one races. PyTorch's Adam is the
+# fastest CPU kernel we know for AdaBound's memory traffic.
+TORCH_PEERS = {
+    "authors' AdaBound": "adabound",
+    "authors' AMSBound": "amsbound",
+    "pytorch_optimizer AdaBound": "adabound",
+    "pytorch_optimizer AMSBound": "amsbound",
+    "torch Adam (for-loop)": "adabound",
+    "torch Adam (foreach)": "adabound",
+    "torch Adam (fused)": "adabound",
+}
+# The issue's targets: (numerator, denominator, workloads, bound). A ratio is
+# step-time numerator / denominator; "<=" targets want ours no slower.
+TARGETS = [
+    ("adabound", "optax.adam", ("resnet34", "gpt2"), "<=", 1.0),
+    ("amsbound", "optax.amsgrad", ("resnet34", "gpt2"), "<=", 1.0),
+    ("authors' AdaBound", "adabound", ("resnet34", "gpt2"), ">=", 4.0),
+    ("authors' AMSBound", "amsbound", ("resnet34", "gpt2"), ">=", 15.0),
+    ("pytorch_optimizer AdaBound", "adabound", ("resnet34", "gpt2"), ">=", 2.0),
+    ("adabound", "torch Adam (fused)", ("resnet34", "gpt2"), "<=", 2.0),
+]
+# The buffer sweep shows how the cost grows with size, so it races fewer:
+# ours, their Optax counterparts, SGD (a STREAM triad: the bandwidth that the
+# machine gives) and the fastest PyTorch kernel.
+SWEEP_OPTIMIZERS = ("adabound", "amsbound", "optax.adam", "optax.amsgrad",
+                    "optax.sgd", "torch Adam (fused)")
+
+
+class Settings(NamedTuple):
+  workloads: tuple[str, ...]
+  dtypes: tuple[str, ...]
+  sizes: tuple[int, ...]
+  repeats: int
+  steps: int
+  budget: float
+  tiny: bool
+
+
+FULL = Settings(("resnet34", "gpt2", "sweep"), ("float32", "bfloat16"),
+                (10**4, 10**5, 10**6, 10**7, 10**8), repeats=10, steps=3,
+                budget=15.0, tiny=False)
+QUICK = FULL._replace(workloads=("resnet34", "sweep"), dtypes=("float32",),
+                      sizes=(10**4, 10**5, 10**6, 10**7), repeats=5)
+TINY = FULL._replace(sizes=(10**3, 10**4), repeats=2, steps=2, budget=1.0,
+                     tiny=True)
+
+
+class Workload(NamedTuple):
+  key: str  # "resnet34", "gpt2" or "buffer"
+  label: str
+  shapes: _workloads.Shapes
+
+
+def workloads(settings: Settings) -> list[Workload]:
+  """The trees of the run, in order."""
+  out = []
+  for name in settings.workloads:
+    # Tiny trees: narrow and one block deep, so that they compile fast.
+    if name == "resnet34":
+      shapes = (_workloads.resnet34(width=4, blocks=(1, 1, 1, 1))
+                if settings.tiny else _workloads.resnet34())
+      out.append(Workload(name, "ResNet-34", shapes))
+    elif name == "gpt2":
+      shapes = (_workloads.gpt2(d_model=16, n_layer=1, vocab=64, n_ctx=16)
+                if settings.tiny else _workloads.gpt2())
+      out.append(Workload(name, "GPT-2 small", shapes))
+    else:
+      out += [Workload("buffer", f"buffer {size:.0e}",
+                       _workloads.single_buffer(size))
+              for size in settings.sizes]
+  return out
+
+
+class Block(NamedTuple):
+  """One optimizer with a fresh state: ``step()`` runs and waits for one step."""
+
+  step: Callable[[], None]
+  state_bytes: Callable[[], int]  # The param-sized state kept between steps.
+
+
+def _jax_block_factory(make: Callable[[], optax.GradientTransformation],
+                       params: Any, grads: Any) -> Callable[[], Block]:
+  tx = make()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def train_step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  def start() -> Block:
+    # A copy to donate: the shared parameters start every block alike.
+    carry = [jax.tree.map(jnp.copy, params)]
+    carry.append(tx.init(carry[0]))
+
+    def step():
+      carry[:] = train_step(carry[0], carry[1], grads)
+      jax.block_until_ready(carry)
+
+    return Block(step, lambda: sum(
+        x.nbytes for x in jax.tree.leaves(carry[1]) if x.ndim))
+
+  return start
+
+
+def torch_peers() -> dict[str, Callable[[list[Any]], Any]] | None:
+  """The PyTorch optimizers by name, or None where torch is not installed."""
+  try:
+    import adabound  # The `reference` extra.
+    import pytorch_optimizer
+    import torch
+  except ImportError:
+    return None
+  # The authors' code uses an overload of Tensor.add_ that torch deprecated.
+  warnings.filterwarnings("ignore", message="This overload of add_")
+  return {
+      "authors' AdaBound": lambda ps: adabound.AdaBound(ps),
+      "authors' AMSBound": lambda ps: adabound.AdaBound(ps, amsbound=True),
+      "pytorch_optimizer AdaBound": lambda ps: pytorch_optimizer.AdaBound(
+          ps, weight_decay=0.0),
+      "pytorch_optimizer AMSBound": lambda ps: pytorch_optimizer.AdaBound(
+          ps, weight_decay=0.0, ams_bound=True),
+      "torch Adam (for-loop)": lambda ps: torch.optim.Adam(ps, foreach=False),
+      "torch Adam (foreach)": lambda ps: torch.optim.Adam(ps, foreach=True),
+      "torch Adam (fused)": lambda ps: torch.optim.Adam(ps, fused=True),
+  }
+
+
+def _torch_block_factory(make, params: list[Any]) -> Callable[[], Block]:
+  def start() -> Block:
+    optimizer = make(params)
+    return Block(optimizer.step, lambda: sum(
+        t.numel() * t.element_size() for state in optimizer.state.values()
+        for t in state.values() if hasattr(t, "dim") and t.dim()))
+
+  return start
+
+
+def torch_params(params: Any, grads: Any) -> list[Any]:
+  """The same values as torch leaves, with their gradients in place."""
+  import torch
+
+  leaves = []
+  for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads), strict=True):
+    leaf = torch.nn.Parameter(torch.from_numpy(np.array(p)))
+    leaf.grad = torch.from_numpy(np.array(g))
+    leaves.append(leaf)
+  return leaves
+
+
+def _time_blocks(starts: dict[str, Callable[[], Block]], settings: Settings,
+                 progress) -> dict[str, dict[str, Any]]:
+  """Rounds of blocks; returns each optimizer's timed steps, round by round."""
+  names = list(starts)
+  runs = {name: {"rounds": [], "times": [], "state_bytes": None}
+          for name in names}
+  spent = dict.fromkeys(names, 0.0)
+  for r in range(settings.repeats):
+    # Rotate, so that no optimizer always runs right after the same one.
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      progress.update()
+      if spent[name] > settings.budget:
+        continue
+      block = starts[name]()
+      block.step()  # Compiles in the first round; allocates the state.
+      times = []
+      gc.disable()  # A collection inside a timed step would be noise.
+      for _ in range(settings.steps):
+        start = time.perf_counter()
+        block.step()
+        times.append(time.perf_counter() - start)
+      gc.enable()
+      runs[name]["rounds"].append(r)
+      runs[name]["times"].append(times)
+      runs[name]["state_bytes"] = block.state_bytes()
+      spent[name] += sum(times)
+      del block
+      gc.collect()
+  return runs
+
+
+def _summary(run: dict[str, Any], n_params: int, param_bytes: int,
+             grad_bytes: int) -> dict[str, float]:
+  times = np.concatenate([np.asarray(t) for t in run["times"]])
+  median = float(np.median(times))
+  # The ideal single pass: read p, g and the state; write p and the state.
+  traffic = 2 * param_bytes + grad_bytes + 2 * run["state_bytes"]
+  return {
+      "median_ms": 1e3 * median,
+      "p25_ms": 1e3 * float(np.percentile(times, 25)),
+      "p75_ms": 1e3 * float(np.percentile(times, 75)),
+      "steps": int(times.size),
+      "ns_per_param": 1e9 * median / n_params,
+      "ideal_bytes_per_param": traffic / n_params,
+      "gb_per_s": traffic / median / 1e9,
+  }
+
+
+def ratio(runs: dict[str, Any], numerator: str, denominator: str
+          ) -> dict[str, float] | None:
+  """numerator / denominator step time: the median over shared rounds."""
+  if numerator not in runs or denominator not in runs:
+    return None
+  medians = [{r: float(np.median(t)) for r, t in
+              zip(runs[name]["rounds"], runs[name]["times"], strict=True)}
+             for name in (numerator, denominator)]
+  shared = sorted(set(medians[0]) & set(medians[1]))
+  if not shared:
+    return None
+  per_round = np.array([medians[0][r] / medians[1][r] for r in shared])
+  return {"median": float(np.median(per_round)), "min": float(per_round.min()),
+          "max": float(per_round.max()), "rounds": len(shared)}
+
+
+def lineup(workload: Workload, dtype: str, optimizers: list[str],
+           peers) -> list[str]:
+  """The optimizers that race on one tree in one dtype."""
+  if workload.key == "buffer":
+    optimizers = [name for name in optimizers if name in SWEEP_OPTIMIZERS]
+  # The PyTorch peers race in float32 only, and only where torch is installed.
+  return [name for name in optimizers if name in JAX_OPTIMIZERS
+          or (peers and dtype == "float32")]
+
+
+def run_workload(workload: Workload, dtype: str, names: list[str], peers,
+                 settings: Settings, progress) -> dict[str, Any]:
+  """Times the optimizers on one tree in one dtype; returns the raw record."""
+  started = time.perf_counter()
+  params, grads = _workloads.params_and_grads(workload.shapes, dtype)
+  n_params = _workloads.num_params(workload.shapes)
+  starts = {name: _jax_block_factory(JAX_OPTIMIZERS[name], params, grads)
+            for name in names if name in JAX_OPTIMIZERS}
+  if any(name in TORCH_PEERS for name in names):
+    leaves = torch_params(params, grads)
+    starts.update({name: _torch_block_factory(peers[name], leaves)
+                   for name in names if name in TORCH_PEERS})
+  runs = _time_blocks(starts, settings, progress)
+  param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+  for run in runs.values():
+    run["summary"] = _summary(run, n_params, param_bytes, param_bytes)
+  return {
+      "workload": workload.key, "label": workload.label, "dtype": dtype,
+      "params": n_params,
+      "leaves": len(_workloads.leaf_shapes(workload.shapes)),
+      "seconds": time.perf_counter() - started, "runs": runs,
+  }
+
+
+def _reference_of(name: str) -> str | None:
+  return OPTAX_COUNTERPART.get(name) or TORCH_PEERS.get(name)
+
+
+def _table(record: dict[str, Any]) -> str:
+  rows = []
+  for name, run in record["runs"].items():
+    s = run["summary"]
+    reference = _reference_of(name)
+    r = ratio(record["runs"], name, reference) if reference else None
+    versus = (f"{r['median']:.3f} x {reference} [{r['min']:.3f}, "
+              f"{r['max']:.3f}]" if r else "")
+    rows.append([name, f"{s['median_ms']:.3f}",
+                 f"{s['p25_ms']:.3f}-{s['p75_ms']:.3f}", s["steps"],
+                 f"{s['ns_per_param']:.3f}",
+                 f"{s['ideal_bytes_per_param']:.0f}", f"{s['gb_per_s']:.1f}",
+                 versus])
+  return (f"{record['label']}, {record['dtype']}: {record['params']:,} "
+          f"parameters in {record['leaves']} leaves\n"
+          + _report.table(["optimizer", "median ms", "p25-p75 ms", "steps",
+                           "ns/param", "B/param", "GB/s",
+                           "step time vs [min, max over rounds]"], rows))
+
+
+def targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Each target of the issue, on each workload where both sides ran."""
+  out = []
+  for numerator, denominator, keys, sense, bound in TARGETS:
+    for record in records:
+      if record["workload"] not in keys or record["dtype"] != "float32":
+        continue
+      r = ratio(record["runs"], numerator, denominator)
+      if r is None:
+        continue
+      met = r["median"] <= bound if sense == "<=" else r["median"] >= bound
+      out.append({"numerator": numerator, "denominator": denominator,
+                  "workload": record["label"], "target": f"{sense} {bound}",
+                  "met": bool(met), **r})
+  return out
+
+
+def _targets_table(rows: list[dict[str, Any]]) -> str:
+  return "Targets (float32, step-time ratio, median over rounds)\n" + (
+      _report.table(
+          ["workload", "ratio", "measured", "min-max over rounds", "target",
+           "met"],
+          [[t["workload"], f"{t['numerator']} / {t['denominator']}",
+            f"{t['median']:.3f}", f"{t['min']:.3f}-{t['max']:.3f}",
+            t["target"], "yes" if t["met"] else "NO"] for t in rows]))
+
+
+def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
+  """Time per parameter and bandwidth against size; step times of the trees."""
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+  buffers = [r for r in records
+             if r["workload"] == "buffer" and r["dtype"] == "float32"]
+  names = [n for n in SWEEP_OPTIMIZERS if any(n in r["runs"] for r in buffers)]
+  for name in names:
+    points = sorted((r["params"], r["runs"][name]["summary"]) for r in buffers
+                    if name in r["runs"])
+    sizes = [n for n, _ in points]
+    style = "-" if name in JAX_OPTIMIZERS else "--"
+    axes[0].plot(sizes, [s["ns_per_param"] for _, s in points], style,
+                 marker="o", label=name)
+    axes[1].plot(sizes, [s["gb_per_s"] for _, s in points], style,
+                 marker="o", label=name)
+  for ax, ylabel in zip(axes[:2], ("ns per parameter", "achieved GB/s "
+                                   "(ideal single-pass bytes / time)"),
+                        strict=True):
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters in one float32 buffer")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].set_yscale("log")
+  axes[0].set_title("Time per parameter")
+  axes[1].set_title("Bandwidth")
+  if names:
+    axes[0].legend(fontsize=8)
+  trees = [r for r in records
+           if r["workload"] != "buffer" and r["dtype"] == "float32"]
+  labels, values, colors = [], [], []
+  for record in trees:
+    for name, run in record["runs"].items():
+      labels.append(f"{record['label']}: {name}")
+      values.append(run["summary"]["median_ms"])
+      colors.append("C0" if name in OPTAX_COUNTERPART else
+                    "C7" if name in JAX_OPTIMIZERS else "C3")
+  axes[2].barh(range(len(values)), values, color=colors)
+  axes[2].set_yticks(range(len(values)), labels, fontsize=7)
+  axes[2].invert_yaxis()
+  axes[2].set_xscale("log")
+  axes[2].set_xlabel("median step time, ms (log)")
+  axes[2].set_title("Trees, float32 (blue: ours, grey: Optax, red: PyTorch)")
+  axes[2].grid(alpha=0.3, axis="x")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _parse(argv) -> tuple[Settings, list[str], pathlib.Path]:
+  parser = argparse.ArgumentParser(
+      prog="python -m benchmarks.speed", description=__doc__.split("\n")[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  mode = parser.add_mutually_exclusive_group()
+  mode.add_argument("--quick", action="store_true",
+                    help="ResNet-34 and buffers up to 1e7, float32, 5 rounds "
+                    "(~2 min)")
+  mode.add_argument("--tiny", action="store_true",
+                    help="tiny trees of the same structure (the smoke test)")
+  parser.add_argument("--workloads", help="comma-separated, of: resnet34, "
+                      f"gpt2, sweep (default {','.join(FULL.workloads)})")
+  parser.add_argument("--dtypes", help="comma-separated (default "
+                      f"{','.join(FULL.dtypes)})")
+  parser.add_argument("--sizes", help="comma-separated buffer sizes of the "
+                      "sweep (default 1e4,1e5,1e6,1e7,1e8)")
+  parser.add_argument("--optimizers", default=",".join(
+      [*JAX_OPTIMIZERS, *TORCH_PEERS]), help="comma-separated (default: all)")
+  parser.add_argument("--repeats", type=int,
+                      help=f"rounds (default {FULL.repeats})")
+  parser.add_argument("--steps", type=int,
+                      help=f"timed steps per block (default {FULL.steps})")
+  parser.add_argument("--budget", type=float, help="seconds of timed steps "
+                      "after which an optimizer stops taking turns (default "
+                      f"{FULL.budget:g})")
+  parser.add_argument("--out", type=pathlib.Path, help="where speed.json and "
+                      "speed.png go (default benchmarks/results, or "
+                      "benchmarks/results/tmp with --quick or --tiny)")
+  args = parser.parse_args(argv)
+  settings = TINY if args.tiny else QUICK if args.quick else FULL
+  split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
+  settings = settings._replace(**{k: v for k, v in {
+      "workloads": args.workloads and split(args.workloads),
+      "dtypes": args.dtypes and split(args.dtypes),
+      "sizes": args.sizes and tuple(int(float(x)) for x in split(args.sizes)),
+      "repeats": args.repeats, "steps": args.steps, "budget": args.budget,
+  }.items() if v is not None})
+  optimizers = list(split(args.optimizers))
+  unknown = set(optimizers) - set(JAX_OPTIMIZERS) - set(TORCH_PEERS)
+  unknown |= set(settings.workloads) - {"resnet34", "gpt2", "sweep"}
+  if unknown:
+    parser.error(f"unknown optimizers or workloads: {sorted(unknown)}")
+  default_out = _report.RESULTS / ("tmp" if args.quick or args.tiny else "")
+  return settings, optimizers, args.out or default_out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  settings, optimizers, out = _parse(argv)
+  out.mkdir(parents=True, exist_ok=True)
+  peers = torch_peers()
+  if peers is None:
+    print("torch, adabound or pytorch_optimizer is not installed: no PyTorch "
+          'peers (pip install ".[reference]").')
+  jobs = [(w, d, lineup(w, d, optimizers, peers))
+          for w in workloads(settings) for d in settings.dtypes]
+  print(f"load average before: {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores")
+  started = time.perf_counter()
+  records = []
+  with tqdm(total=settings.repeats * sum(len(names) for *_, names in jobs),
+            desc="speed") as progress:
+    for workload, dtype, names in jobs:
+      progress.set_postfix_str(f"{workload.label} {dtype}")
+      records.append(run_workload(workload, dtype, names, peers, settings,
+                                  progress))
+  seconds = time.perf_counter() - started
+  load_after = os.getloadavg()[0]
+  reached = targets(records)
+  tables = [_table(r) for r in records]
+  if reached:
+    tables.append(_targets_table(reached))
+  plot(records, out / "speed.png")
+  path = _report.write_json(out / "speed.json", {
+      "settings": settings._asdict(), "seconds": seconds,
+      "load_average_after": load_after, "targets": reached,
+      "records": records,
+  })
+  print("\n\n".join(tables))
+  print(f"\n{seconds / 60:.1f} min; load average after: {load_after:.2f}. "
+        f"Raw numbers: {path}; figure: {out / 'speed.png'}")
+  return {"records": records, "targets": reached, "json": path,
+          "png": out / "speed.png"}
+
+
+if __name__ == "__main__":
+  main()
