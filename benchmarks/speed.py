@@ -1,6 +1,6 @@
 """Step time: AdaBound, AMSBound and AdaBoundW against Optax and the PyTorch peers.
 
-    python -m benchmarks.speed            # the README's figures (~12 min on 2 cores)
+    python -m benchmarks.speed            # the README's figures (~15 min on 2 cores)
     python -m benchmarks.speed --quick    # ResNet-34 and buffers to 1e7, float32
     python -m benchmarks.speed --workloads resnet34 --dtypes float32
 
@@ -408,7 +408,7 @@ def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
   axes[2].invert_yaxis()
   axes[2].set_xscale("log")
   axes[2].set_xlabel("median step time, ms (log)")
-  axes[2].set_title("Trees, float32 (blue: ours, grey: Optax, red: PyTorch)")
+  axes[2].set_title("Trees, float32\n(blue: ours, grey: Optax, red: PyTorch)")
   axes[2].grid(alpha=0.3, axis="x")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
