@@ -29,10 +29,9 @@ is one of :math:`\alpha_t d_t`, :math:`\eta_l(t) m_t` and
 comparisons of magnitudes pick it: no sign to copy, and no elementwise ``min``
 or ``max``, whose NaN handling costs more than the comparison itself. This is
 for speed: under ``jax.jit`` on a CPU the pass that applies the update is
-about as busy computing as it is waiting for memory, and this form takes it
-from about 28 to 19 vector instructions per 8 float32 elements (Adam's takes
-8), which keeps AdaBound's step as fast as ``optax.adam``'s
-(``benchmarks/speed.py``).
+about as busy computing as it is waiting for memory, and in bfloat16 this form
+took AdaBound's ResNet-34 step from about 1.9x to 1.5x ``optax.adam``'s; in
+float32 the two tie (``benchmarks/speed.py``, README "Speed and memory").
 
 The learning rate at step ``t`` is ``learning_rate(count)`` with the count
 before it is incremented (Optax's convention, and what a PyTorch scheduler
