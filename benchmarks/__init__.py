@@ -1,1 +1,1 @@
-"""Benchmarks and experiments: scripts run as `python -m benchmarks.<name>`."""
+"""Benchmarks and experiments, one subpackage per purpose; see README.md."""

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from benchmarks import _workloads
-from benchmarks import memory
-from benchmarks import speed
+from benchmarks.speed import _workloads
+from benchmarks.speed import memory
+from benchmarks.speed import step_time
 
 HAS_PEERS = all(importlib.util.find_spec(name) is not None
                 for name in ("torch", "adabound", "pytorch_optimizer"))
@@ -41,7 +41,7 @@ def test_speed_script_runs_at_tiny_size(tmp_path):
   optimizers = ["adabound", "optax.adam"]
   if HAS_PEERS:
     optimizers.append("torch Adam (fused)")
-  result = speed.main([
+  result = step_time.main([
       "--tiny", "--workloads", "gpt2,sweep", "--sizes", "1e3",
       "--dtypes", "float32,bfloat16", "--optimizers", ",".join(optimizers),
       "--out", str(tmp_path)])

@@ -1,7 +1,7 @@
 """Flax Linen: ``TrainState.create(..., tx=optax_bound.adabound(...))``.
 
-The models, data and loop are those of ``benchmarks/train_linen.py``
-(``benchmarks/_flax_digits.py``), at fewer epochs.
+The models, data and loop are those of ``python -m benchmarks.flax_training.linen``
+(``benchmarks/flax_training/_digits.py``), at fewer epochs.
 """
 
 import jax
@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import _flax_digits
+from benchmarks.flax_training import _digits
 import optax_bound
 
 EPOCHS, BATCH_SIZE = 5, 64
@@ -21,18 +21,18 @@ MIN_TEST_ACCURACY = 0.95
 
 @pytest.fixture(scope="module")
 def digits():
-  return _flax_digits.load_digits()
+  return _digits.load_digits()
 
 
-@pytest.mark.parametrize("name", _flax_digits.MODELS)
+@pytest.mark.parametrize("name", _digits.MODELS)
 def test_train_state_with_adabound_trains_digits(name, digits):
   # The scripts' defaults: 1 / gamma = 100 steps, so the bounds close on
   # final_lr within the run.
-  tx = optax_bound.adabound(learning_rate=_flax_digits.LEARNING_RATE,
-                         final_lr=_flax_digits.FINAL_LR,
-                         gamma=_flax_digits.GAMMA)
-  state = _flax_digits.linen_state(_flax_digits.linen_model(name), tx, seed=0)
-  state, history = _flax_digits.fit_linen(
+  tx = optax_bound.adabound(learning_rate=_digits.LEARNING_RATE,
+                         final_lr=_digits.FINAL_LR,
+                         gamma=_digits.GAMMA)
+  state = _digits.linen_state(_digits.linen_model(name), tx, seed=0)
+  state, history = _digits.fit_linen(
       state, digits, epochs=EPOCHS, batch_size=BATCH_SIZE)
 
   assert history.test_accuracy >= MIN_TEST_ACCURACY, history
@@ -48,17 +48,17 @@ def test_train_state_with_adabound_trains_digits(name, digits):
 
 def test_train_state_step_with_donated_state_matches_the_plain_step(digits):
   tx = optax_bound.adabound(learning_rate=1e-2, final_lr=0.1, gamma=1e-2)
-  model = _flax_digits.linen_model("mlp")
-  plain = _flax_digits.linen_state(model, tx, seed=0)
-  donated = _flax_digits.linen_state(model, tx, seed=0)
+  model = _digits.linen_model("mlp")
+  plain = _digits.linen_state(model, tx, seed=0)
+  donated = _digits.linen_state(model, tx, seed=0)
   # Donation hands every buffer of the state to XLA to reuse for the new
   # state: a state holding one buffer twice would fail here.
-  donating_step = jax.jit(_flax_digits.linen_train_step.__wrapped__,
+  donating_step = jax.jit(_digits.linen_train_step.__wrapped__,
                           donate_argnums=0)
   for step in range(3):
     x = digits.x_train[64 * step:64 * (step + 1)]
     y = digits.y_train[64 * step:64 * (step + 1)]
-    plain, _ = _flax_digits.linen_train_step(plain, x, y)
+    plain, _ = _digits.linen_train_step(plain, x, y)
     donated, _ = donating_step(donated, x, y)
   jax.tree.map(np.testing.assert_array_equal,
                (donated.params, donated.opt_state),

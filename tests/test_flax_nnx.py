@@ -1,7 +1,7 @@
 """Flax NNX: ``nnx.Optimizer(model, optax_bound.amsbound(...), wrt=nnx.Param)``.
 
-The models, data and loop are those of ``benchmarks/train_nnx.py``
-(``benchmarks/_flax_digits.py``), at fewer epochs.
+The models, data and loop are those of ``python -m benchmarks.flax_training.nnx``
+(``benchmarks/flax_training/_digits.py``), at fewer epochs.
 """
 
 from flax import nnx
@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from benchmarks import _flax_digits
+from benchmarks.flax_training import _digits
 import optax_bound
 
 EPOCHS, BATCH_SIZE = 5, 64
@@ -32,18 +32,18 @@ def _assert_trees_equal(a, b):
 
 @pytest.fixture(scope="module")
 def digits():
-  return _flax_digits.load_digits()
+  return _digits.load_digits()
 
 
-@pytest.mark.parametrize("name", _flax_digits.MODELS)
+@pytest.mark.parametrize("name", _digits.MODELS)
 def test_nnx_optimizer_with_amsbound_trains_digits(name, digits):
-  model = _flax_digits.nnx_model(name, seed=0)
+  model = _digits.nnx_model(name, seed=0)
   # The scripts' defaults: 1 / gamma = 100 steps, so the bounds close on
   # final_lr within the run.
-  tx = optax_bound.amsbound(learning_rate=_flax_digits.LEARNING_RATE,
-                         final_lr=_flax_digits.FINAL_LR,
-                         gamma=_flax_digits.GAMMA)
-  optimizer, history = _flax_digits.fit_nnx(
+  tx = optax_bound.amsbound(learning_rate=_digits.LEARNING_RATE,
+                         final_lr=_digits.FINAL_LR,
+                         gamma=_digits.GAMMA)
+  optimizer, history = _digits.fit_nnx(
       model, tx, digits, epochs=EPOCHS, batch_size=BATCH_SIZE)
 
   assert history.test_accuracy >= MIN_TEST_ACCURACY, history
@@ -87,14 +87,14 @@ def test_nnx_optimizer_update_is_bitwise_optax_update_on_the_params(digits):
   @nnx.jit
   def nnx_step(model, optimizer, x, y):
     grads = nnx.grad(
-        lambda m: _flax_digits.cross_entropy(m(x), y))(model)
+        lambda m: _digits.cross_entropy(m(x), y))(model)
     optimizer.update(model, grads)
 
   @jax.jit
   def optax_step(params, rest, opt_state, x, y):
     def loss(params):
       model = nnx.merge(graphdef, params, rest, copy=True)
-      loss = _flax_digits.cross_entropy(model(x), y)
+      loss = _digits.cross_entropy(model(x), y)
       return loss, nnx.state(model, nnx.BatchStat)
     grads, rest = jax.grad(loss, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)

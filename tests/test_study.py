@@ -9,13 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import _data
-from benchmarks import _models
-from benchmarks import study
-from benchmarks import study_bounds
-from benchmarks import study_paths
-from benchmarks import study_robustness
-from benchmarks import study_training
+from benchmarks._common import datasets
+from benchmarks.study import __main__ as study
+from benchmarks.study import _models
+from benchmarks.study import bounds
+from benchmarks.study import paths
+from benchmarks.study import robustness
+from benchmarks.study import training
 
 
 def _json(path):
@@ -37,7 +37,7 @@ def test_counterexample_adam_ends_at_worst_point_and_amsbound_at_optimum(tmp_pat
 
 
 def test_paths_sgd_and_adam_reach_the_quadratic_minimum(tmp_path):
-  table = study_paths.run(study_paths.Settings(steps=40), 1, tmp_path)
+  table = paths.run(paths.Settings(steps=40), 1, tmp_path)
   assert "Rosenbrock".lower() in table
   runs = _json(tmp_path / "paths.json")["runs"]
   # From f = 5725: SGD at lr 0.1 shrinks f by 0.8**2 a step.
@@ -51,7 +51,7 @@ def test_paths_sgd_and_adam_reach_the_quadratic_minimum(tmp_path):
 
 
 def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
-  study_bounds.run(study_bounds.Settings(steps=50), 1, tmp_path)
+  bounds.run(bounds.Settings(steps=50), 1, tmp_path)
   result = _json(tmp_path / "bounds.json")
   lower, upper = np.array(result["lower"]), np.array(result["upper"])
   for name in ("AdaBound", "AMSBound"):
@@ -65,10 +65,10 @@ def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
 
 
 def test_training_trains_every_setup_kind(tmp_path):
-  settings = study_training.Settings(
+  settings = training.Settings(
       {"digits MLP, badly scaled": 40, "MNIST-1D CNN": 20},
       ("AdaBound",), grid=1, n_evals=2)
-  tables = study_training.run(settings, 2, tmp_path)
+  tables = training.run(settings, 2, tmp_path)
   assert "AdaBound" in tables and "MNIST-1D CNN" in tables
   results = _json(tmp_path / "training.json")["results"]
   for setup, min_acc in (("digits MLP, badly scaled", 0.6), ("MNIST-1D CNN", 0.15)):
@@ -84,20 +84,20 @@ def test_training_trains_every_setup_kind(tmp_path):
 
 
 def test_tuning_picks_the_best_validation_accuracy_and_never_a_nan():
-  grid = study_training.lr_grid(1e-3, 7)
+  grid = training.lr_grid(1e-3, 7)
   np.testing.assert_allclose(grid[[0, 3, 6]], [10**-4.5, 1e-3, 10**-1.5])
 
   class Curves:
     eval_acc = np.array([0.9, 0.95, 0.95, 0.99])[:, None, None]
     eval_loss = np.array([0.3, 0.2, 0.1, np.nan])[:, None, None]
 
-  assert study_training.best_index(Curves) == 2
+  assert training.best_index(Curves) == 2
 
 
 def test_robustness_sweeps_the_grid(tmp_path):
-  settings = study_robustness.Settings(("digits MLP",), 20, (0.1, 1.0),
+  settings = robustness.Settings(("digits MLP",), 20, (0.1, 1.0),
                                        (1e-3, 1.0), 2)
-  table = study_robustness.run(settings, 1, tmp_path)
+  table = robustness.run(settings, 1, tmp_path)
   assert "gamma 0.001" in table
   result = _json(tmp_path / "robustness.json")["results"]["digits MLP"]
   grid = np.array(result["AdaBound"]["grid_final_lr_by_gamma"])
@@ -108,7 +108,7 @@ def test_robustness_sweeps_the_grid(tmp_path):
 
 
 def test_data_splits_are_disjoint_and_fixed():
-  a, b = _data.digits("flat"), _data.digits("badly_scaled")
+  a, b = datasets.digits("flat"), datasets.digits("badly_scaled")
   assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 1797
   np.testing.assert_array_equal(a.y_test, b.y_test)
   ratio = b.x_train.std(0) / np.maximum(a.x_train.std(0), 1e-6)

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from benchmarks import train_linen
-from benchmarks import train_nnx
+from benchmarks.flax_training import linen as linen_script
+from benchmarks.flax_training import nnx as nnx_script
 
 
 @pytest.mark.parametrize("script,model,optimizer", [
-    (train_nnx, "mlp", "amsbound"), (train_linen, "cnn", "adabound")])
+    (nnx_script, "mlp", "amsbound"), (linen_script, "cnn", "adabound")])
 def test_training_script_trains_and_saves_its_table(
     script, model, optimizer, tmp_path, capsys):
   out = tmp_path / "result.json"

@@ -13,7 +13,8 @@ import platform
 from typing import Any
 from typing import Sequence
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+# benchmarks/results/: one folder per purpose (study, flax_training, speed).
+RESULTS = pathlib.Path(__file__).parents[1] / "results"
 
 
 def machine() -> dict[str, Any]:

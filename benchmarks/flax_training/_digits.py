@@ -1,6 +1,6 @@
 """Digits and two small Flax models, in NNX and in Linen, trained by optax_bound.
 
-Shared by ``benchmarks/train_nnx.py``, ``benchmarks/train_linen.py`` and the
+Shared by ``nnx.py``, ``linen.py`` (in ``benchmarks/flax_training/``) and the
 Flax tests, so that the tests train exactly what the scripts train. The data is
 scikit-learn's bundled ``load_digits`` (1797 real 8x8 images, nothing is
 downloaded), split once by a fixed seed: 1437 images to train on, 360 to test.
@@ -16,7 +16,7 @@ initializers (Flax's defaults), so their numbers can be read side by side:
 ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` updated by ``nnx.jit``, and
 ``TrainState.create(..., tx=tx)`` updated by ``state.apply_gradients``.
 ``optimizer`` names the optimizers the scripts compare; ``parse_args`` and
-``report`` are the scripts' shared arguments and final table.
+``run`` are the scripts' shared arguments and their run, with its final table.
 """
 
 import argparse
@@ -35,7 +35,7 @@ import numpy as np
 import optax
 import tqdm
 
-from benchmarks import _report
+from benchmarks._common import report
 import optax_bound
 
 MODELS = ("mlp", "cnn")
@@ -277,9 +277,9 @@ def fit_linen(
 
 
 def parse_args(script: str, argv: list[str] | None = None) -> argparse.Namespace:
-  """The arguments of ``benchmarks/train_{nnx,linen}.py``."""
+  """The arguments of ``python -m benchmarks.flax_training.{nnx,linen}``."""
   parser = argparse.ArgumentParser(
-      prog=f"python -m benchmarks.{script}",
+      prog=f"python -m benchmarks.flax_training.{script}",
       description="Train an MLP and a CNN on digits with Flax and optax_bound.")
   parser.add_argument("--models", default=",".join(MODELS),
                       help="comma-separated, from: " + ", ".join(MODELS))
@@ -294,7 +294,7 @@ def parse_args(script: str, argv: list[str] | None = None) -> argparse.Namespace
                       "1/gamma steps; an epoch is 22 steps")
   parser.add_argument("--seeds", type=int, default=1)
   parser.add_argument("--out", type=pathlib.Path,
-                      default=_report.RESULTS / f"{script}.json")
+                      default=report.RESULTS / "flax_training" / f"{script}.json")
   args = parser.parse_args(argv)
   args.models = args.models.split(",")
   args.optimizers = args.optimizers.split(",")
@@ -326,10 +326,10 @@ def run(
               bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
       results.append({"model": model_name, "optimizer": opt_name,
                       "seed": seed, **history._asdict()})
-  return report(args, results)
+  return _print_and_save(args, results)
 
 
-def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
+def _print_and_save(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
   """Prints the table of results and saves the raw numbers; returns the table."""
   rows = []
   for model_name in args.models:
@@ -342,11 +342,11 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
                    f"{accuracy.mean():.4f} +- {accuracy.std():.4f}",
                    f"{loss.mean():.4f} +- {loss.std():.4f}",
                    float(np.mean([r["seconds"] for r in runs]))])
-  table = _report.table(
+  table = report.table(
       ["model", "optimizer", "test accuracy", "final train loss",
        "seconds / run"], rows)
   print(table)
-  path = _report.write_json(args.out, {
+  path = report.write_json(args.out, {
       "args": {k: v if isinstance(v, (int, float, list)) else str(v)
                for k, v in vars(args).items()},
       "table": table,

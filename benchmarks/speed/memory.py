@@ -1,7 +1,7 @@
 """Memory: the state each optimizer keeps, and the peak memory of a donated step.
 
-    python -m benchmarks.memory           # ResNet-34, GPT-2; float32, bfloat16
-    python -m benchmarks.memory --quick   # ResNet-34, float32
+    python -m benchmarks.speed.memory          # ResNet-34, GPT-2; float32, bfloat16
+    python -m benchmarks.speed.memory --quick  # ResNet-34, float32
 
 For each optimizer and tree (``_workloads``), three measures:
 
@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from benchmarks import _report
-from benchmarks import _workloads
-from benchmarks import speed
+from benchmarks._common import report
+from benchmarks.speed import _workloads
+from benchmarks.speed import step_time
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter; fixing it also stops glibc
 MMAP_THRESHOLD = 64 * 1024  # from raising the threshold as big blocks are freed.
@@ -136,7 +136,7 @@ def _torch_record(make, torch_params, rss: bool) -> dict[str, Any]:
   }
 
 
-def run_tree(workload: speed.Workload, dtype: str, optimizers: list[str],
+def run_tree(workload: step_time.Workload, dtype: str, optimizers: list[str],
              peers, rss: bool, progress) -> dict[str, Any]:
   """Every optimizer's record on one tree in one dtype."""
   params, grads = _workloads.params_and_grads(workload.shapes, dtype)
@@ -144,13 +144,13 @@ def run_tree(workload: speed.Workload, dtype: str, optimizers: list[str],
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   records = {}
   for name in optimizers:
-    if name in speed.JAX_OPTIMIZERS:
-      records[name] = _jax_record(speed.JAX_OPTIMIZERS[name], params, grads,
+    if name in step_time.JAX_OPTIMIZERS:
+      records[name] = _jax_record(step_time.JAX_OPTIMIZERS[name], params, grads,
                                   rss)
     progress.update()
-  wanted = [n for n in optimizers if n in speed.TORCH_PEERS]
+  wanted = [n for n in optimizers if n in step_time.TORCH_PEERS]
   if peers and wanted and dtype == "float32":
-    leaves = speed.torch_params(params, grads)
+    leaves = step_time.torch_params(params, grads)
     for name in wanted:
       records[name] = _torch_record(peers[name], leaves, rss)
       gc.collect()
@@ -181,7 +181,7 @@ def _table(tree: dict[str, Any]) -> str:
   return (f"{tree['label']}, {tree['dtype']}: {n:,} parameters "
           f"({tree['param_bytes'] / 2**20:.0f} MiB; largest leaf "
           f"{tree['largest_leaf_bytes'] / 2**20:.1f} MiB)\n"
-          + _report.table(
+          + report.table(
               ["optimizer", "state B/param", "param-sized buffers",
                "scalar state B", "XLA extra B/param (donated)",
                "XLA extra B/param (not donated)",
@@ -190,7 +190,7 @@ def _table(tree: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser = argparse.ArgumentParser(
-      prog="python -m benchmarks.memory", description=__doc__.split("\n")[0],
+      prog="python -m benchmarks.speed.memory", description=__doc__.split("\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   mode = parser.add_mutually_exclusive_group()
   mode.add_argument("--quick", action="store_true",
@@ -202,46 +202,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--dtypes", help="comma-separated (default float32,"
                       "bfloat16; float32 with --quick)")
   parser.add_argument("--optimizers", default=",".join(
-      [*speed.JAX_OPTIMIZERS, *speed.TORCH_PEERS]),
+      [*step_time.JAX_OPTIMIZERS, *step_time.TORCH_PEERS]),
       help="comma-separated (default: all)")
   parser.add_argument("--out", type=pathlib.Path, help="where memory.json "
-                      "goes (default benchmarks/results, or "
-                      "benchmarks/results/tmp with --quick or --tiny)")
+                      "goes (default benchmarks/results/speed, or "
+                      "benchmarks/results/tmp/speed with --quick or --tiny)")
   args = parser.parse_args(argv)
   split = lambda s: [x.strip() for x in s.split(",") if x.strip()]
-  preset = speed.TINY if args.tiny else speed.FULL
+  preset = step_time.TINY if args.tiny else step_time.FULL
   settings = preset._replace(
       workloads=tuple(split(args.workloads or (
           "resnet34" if args.quick else "resnet34,gpt2"))),
       dtypes=tuple(split(args.dtypes or (
           "float32" if args.quick else "float32,bfloat16"))))
   optimizers = split(args.optimizers)
-  unknown = set(optimizers) - set(speed.JAX_OPTIMIZERS) - set(speed.TORCH_PEERS)
+  unknown = set(optimizers) - set(step_time.JAX_OPTIMIZERS) - set(step_time.TORCH_PEERS)
   unknown |= set(settings.workloads) - {"resnet34", "gpt2"}
   if unknown:
     parser.error(f"unknown optimizers or workloads: {sorted(unknown)}")
-  out = args.out or _report.RESULTS / ("tmp" if args.quick or args.tiny
-                                       else "")
+  out = args.out or report.RESULTS / ("tmp/speed" if args.quick or args.tiny
+                                      else "speed")
   out.mkdir(parents=True, exist_ok=True)
 
   rss = _rss_measurable()
   if not rss:
     print("No RSS peaks here (they need Linux with glibc): state and XLA's "
           "plan only.")
-  peers = speed.torch_peers()
+  peers = step_time.torch_peers()
   if peers is None:
     print("torch, adabound or pytorch_optimizer is not installed: no PyTorch "
           'peers (pip install ".[reference]").')
-  jobs = [(w, d) for w in speed.workloads(settings) for d in settings.dtypes]
+  jobs = [(w, d) for w in step_time.workloads(settings) for d in settings.dtypes]
   started = time.perf_counter()
   trees = []
   with tqdm(total=len(jobs) * len(optimizers), desc="memory") as progress:
     for workload, dtype in jobs:
       progress.set_postfix_str(f"{workload.label} {dtype}")
       trees.append(run_tree(workload, dtype, optimizers, peers, rss, progress))
-      progress.update(len([n for n in optimizers if n in speed.TORCH_PEERS]))
+      progress.update(len([n for n in optimizers if n in step_time.TORCH_PEERS]))
   seconds = time.perf_counter() - started
-  path = _report.write_json(out / "memory.json", {
+  path = report.write_json(out / "memory.json", {
       "settings": {"workloads": settings.workloads, "dtypes": settings.dtypes,
                    "tiny": settings.tiny, "rss_measured": rss},
       "seconds": seconds, "trees": trees,

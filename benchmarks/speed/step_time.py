@@ -51,8 +51,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from benchmarks import _report
-from benchmarks import _workloads
+from benchmarks._common import report
+from benchmarks.speed import _workloads
 import optax_bound
 
 WEIGHT_DECAY = 1e-4  # optax.adamw's default; adaboundw gets the same.
@@ -335,7 +335,7 @@ def _table(record: dict[str, Any]) -> str:
                  versus])
   return (f"{record['label']}, {record['dtype']}: {record['params']:,} "
           f"parameters in {record['leaves']} leaves\n"
-          + _report.table(["optimizer", "median ms", "p25-p75 ms", "steps",
+          + report.table(["optimizer", "median ms", "p25-p75 ms", "steps",
                            "ns/param", "B/param", "GB/s",
                            "step time vs [min, max over rounds]"], rows))
 
@@ -359,7 +359,7 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _targets_table(rows: list[dict[str, Any]]) -> str:
   return "Targets (float32, step-time ratio, median over rounds)\n" + (
-      _report.table(
+      report.table(
           ["workload", "ratio", "measured", "min-max over rounds", "target",
            "met"],
           [[t["workload"], f"{t['numerator']} / {t['denominator']}",
@@ -441,8 +441,8 @@ def _parse(argv) -> tuple[Settings, list[str], pathlib.Path]:
                       "after which an optimizer stops taking turns (default "
                       f"{FULL.budget:g})")
   parser.add_argument("--out", type=pathlib.Path, help="where speed.json and "
-                      "speed.png go (default benchmarks/results, or "
-                      "benchmarks/results/tmp with --quick or --tiny)")
+                      "speed.png go (default benchmarks/results/speed, or "
+                      "benchmarks/results/tmp/speed with --quick or --tiny)")
   args = parser.parse_args(argv)
   settings = TINY if args.tiny else QUICK if args.quick else FULL
   split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
@@ -457,7 +457,8 @@ def _parse(argv) -> tuple[Settings, list[str], pathlib.Path]:
   unknown |= set(settings.workloads) - {"resnet34", "gpt2", "sweep"}
   if unknown:
     parser.error(f"unknown optimizers or workloads: {sorted(unknown)}")
-  default_out = _report.RESULTS / ("tmp" if args.quick or args.tiny else "")
+  default_out = report.RESULTS / ("tmp/speed" if args.quick or args.tiny
+                                else "speed")
   return settings, optimizers, args.out or default_out
 
 
@@ -487,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   if reached:
     tables.append(_targets_table(reached))
   plot(records, out / "speed.png")
-  path = _report.write_json(out / "speed.json", {
+  path = report.write_json(out / "speed.json", {
       "settings": settings._asdict(), "seconds": seconds,
       "load_average_after": load_after, "targets": reached,
       "records": records,

@@ -25,19 +25,19 @@ import os
 import pathlib
 import time
 
-from benchmarks import _report
-from benchmarks import study_bounds
-from benchmarks import study_counterexample
-from benchmarks import study_paths
-from benchmarks import study_robustness
-from benchmarks import study_training
+from benchmarks._common import report
+from benchmarks.study import bounds
+from benchmarks.study import counterexample
+from benchmarks.study import paths
+from benchmarks.study import robustness
+from benchmarks.study import training
 
 EXPERIMENTS = {
-    "counterexample": study_counterexample,
-    "paths": study_paths,
-    "bounds": study_bounds,
-    "training": study_training,
-    "robustness": study_robustness,
+    "counterexample": counterexample,
+    "paths": paths,
+    "bounds": bounds,
+    "training": training,
+    "robustness": robustness,
 }
 
 
@@ -70,7 +70,7 @@ def main(argv=None) -> dict[str, str]:
   seeds = args.seeds or (5 if args.full else 2)
   # Quick runs go to a git-ignored folder: they never overwrite the figures of
   # the full run that the README shows.
-  out = args.out or (_report.RESULTS / ("study" if args.full else "tmp/study"))
+  out = args.out or (report.RESULTS / ("study" if args.full else "tmp/study"))
   out.mkdir(parents=True, exist_ok=True)
 
   mode_name = "full" if args.full else "quick"
@@ -93,7 +93,7 @@ def main(argv=None) -> dict[str, str]:
   print(f"\nTotal {total:.0f} s; load average (1, 5, 15 min) after: "
         f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores")
   print(f"Figures and JSON in {out}")
-  _report.write_json(out / f"study_{mode_name}.json", {
+  report.write_json(out / f"study_{mode_name}.json", {
       "mode": mode_name, "seeds": seeds, "experiments": only,
       "seconds": durations, "total_seconds": total,
       "load_average_after": load, "tables": tables})

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import _data
-from benchmarks import _models
+from benchmarks._common import datasets
+from benchmarks.study import _models
 
 
 class Curves(NamedTuple):
@@ -52,7 +52,7 @@ def _accuracy(model, params, x, y):
 def curves(
     model: _models.Model,
     make_tx: Callable[[jax.Array], optax.GradientTransformation],
-    data: _data.Split,
+    data: datasets.Split,
     hparams: np.ndarray,
     seeds: np.ndarray,
     steps: int,

@@ -27,11 +27,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from benchmarks import _data
-from benchmarks import _optimizers
-from benchmarks import _report
-from benchmarks import _train
-from benchmarks import study_training
+from benchmarks._common import datasets
+from benchmarks._common import report
+from benchmarks.study import _optimizers
+from benchmarks.study import _train
+from benchmarks.study import training
 import optax_bound
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -73,11 +73,11 @@ def observe_step_sizes(decay, gamma: float):
 def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   """Runs the three optimizers; saves the figure and JSON; returns the table."""
   del seeds  # One seed: the picture is of one run's step sizes.
-  data = _data.digits("flat")
-  model = study_training.SETUPS["digits MLP"][1]
+  data = datasets.digits("flat")
+  model = training.SETUPS["digits MLP"][1]
   steps = settings.steps
-  gamma = study_training.gamma_for(steps)
-  decay = _train.step_decay(steps, study_training.DECAY_AT)
+  gamma = training.gamma_for(steps)
+  decay = _train.step_decay(steps, training.DECAY_AT)
   runs = {"Adam (gamma = 0)": (optax_bound.adabound, 0.0),
           "AdaBound": (optax_bound.adabound, gamma),
           "AMSBound": (optax_bound.amsbound, gamma)}
@@ -94,7 +94,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   lower, upper = (np.asarray(b) for b in _bounds(jnp.asarray(t), decay, gamma))
   _plot(observed, t, lower, upper, gamma, model.name, out / "bounds.png")
 
-  _report.write_json(out / "bounds.json", {
+  report.write_json(out / "bounds.json", {
       "settings": settings._asdict(), "lr": LR, "final_lr": FINAL_LR,
       "gamma": gamma, "quantiles": QUANTILES, "test_acc": accuracy,
       "lower": lower.tolist(), "upper": upper.tolist(),
@@ -113,7 +113,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   return (f"Bounds: step sizes |u|/|m| of every element, digits MLP, lr {LR}, "
           f"final_lr {FINAL_LR}, gamma {gamma:.3g} (test acc "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in accuracy.items()) + ")\n"
-          + _report.table(["run", "step", "lower", "upper", "q05", "median",
+          + report.table(["run", "step", "lower", "upper", "q05", "median",
                            "q95", "% at lower", "% at upper"], rows))
 
 

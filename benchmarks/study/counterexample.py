@@ -31,8 +31,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from benchmarks import _optimizers
-from benchmarks import _report
+from benchmarks._common import report
+from benchmarks.study import _optimizers
 import optax_bound
 
 
@@ -128,7 +128,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   settled = {k: float(x[-tail:].mean()) for k, x in xs.items()}
   rows = [[name, *(settled[p, name] for p in PROBLEMS)]
           for name in optimizers(0.0, 0.0)]
-  _report.write_json(out / "counterexample.json", {
+  report.write_json(out / "counterexample.json", {
       "settings": settings._asdict(), "alpha": ALPHA, "final_lr": FINAL_LR,
       "gamma": GAMMA, "problems": {k: p._asdict() for k, p in PROBLEMS.items()},
       "mean_x_last_10pct": {f"{p}/{n}": v for (p, n), v in settled.items()},
@@ -137,4 +137,4 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   })
   return ("Counterexample: mean x over the last 10% of "
           f"{settings.steps} steps (optimum -1)\n"
-          + _report.table(["optimizer", *PROBLEMS], rows))
+          + report.table(["optimizer", *PROBLEMS], rows))

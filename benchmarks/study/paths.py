@@ -27,8 +27,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from benchmarks import _optimizers
-from benchmarks import _report
+from benchmarks._common import report
+from benchmarks.study import _optimizers
 import optax_bound
 
 
@@ -134,7 +134,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   names = [*OPTIMIZERS, "AdaBound", "AMSBound"]
   finals = {k: float(FUNCTIONS[k[0]].f(jnp.asarray(ps[-1])))
             for k, (_, ps) in results.items()}
-  _report.write_json(out / "paths.json", {
+  report.write_json(out / "paths.json", {
       "settings": settings._asdict(), "gamma": gamma, "lr_grid": GRID.tolist(),
       "functions": {k: {"start": f.start, "minimum": f.minimum, "lrs": f.lrs}
                     for k, f in FUNCTIONS.items()},
@@ -154,7 +154,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
           {n: lr_text[f, n] for n in names}, {n: finals[f, n] for n in names},
           settings.steps, out / f"paths_{f}.png")
   return (f"Paths: f after {settings.steps} steps (learning rate)\n"
-          + _report.table(["optimizer", *FUNCTIONS], rows))
+          + report.table(["optimizer", *FUNCTIONS], rows))
 
 
 def _plot(name: str, function: Function, ps: dict[str, np.ndarray],

@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks import _optimizers
-from benchmarks import _report
-from benchmarks import _train
-from benchmarks import study_training
+from benchmarks._common import report
+from benchmarks.study import _optimizers
+from benchmarks.study import _train
+from benchmarks.study import training
 import optax_bound
 
 ADABOUND_LR = 1e-3
@@ -33,7 +33,7 @@ BASELINES = ("SGDM", "SGDM dampened", "Adam")
 
 
 class Settings(NamedTuple):
-  setups: tuple[str, ...]  # Names from study_training.SETUPS.
+  setups: tuple[str, ...]  # Names from training.SETUPS.
   steps: int
   final_lrs: tuple[float, ...]
   gammas: tuple[float, ...]
@@ -48,9 +48,9 @@ FULL = Settings(("digits MLP", "digits MLP, badly scaled"), 1500,
 
 def sweep(setup: str, settings: Settings, seeds: int) -> dict:
   """Final test accuracy over AdaBound's grid and each baseline's lr grid."""
-  load, model = study_training.SETUPS[setup]
+  load, model = training.SETUPS[setup]
   data = load()
-  decay = _train.step_decay(settings.steps, study_training.DECAY_AT)
+  decay = _train.step_decay(settings.steps, training.DECAY_AT)
   n_evals = 10
   seed_range = np.arange(seeds)
 
@@ -65,7 +65,7 @@ def sweep(setup: str, settings: Settings, seeds: int) -> dict:
   for name in BASELINES:
     opt = optimizers[name]
     jobs.append((name, lambda lr, opt=opt: opt.make(lr, decay),
-                 study_training.lr_grid(opt.lr, settings.lr_points)))
+                 training.lr_grid(opt.lr, settings.lr_points)))
   result = {}
   for name, make, hparams in tqdm(jobs, desc=f"robustness, {setup}"):
     curves = _train.curves(model, make, data, hparams, seed_range,
@@ -104,7 +104,7 @@ def table(result: dict, settings: Settings) -> str:
                  *_spread(grid[i])])
   rows.append(["AdaBound, whole grid", f"{grid.size} pairs",
                *_spread(grid.ravel())])
-  return _report.table(["method", "swept", "best acc %", "worst acc %",
+  return report.table(["method", "swept", "best acc %", "worst acc %",
                         "within 1 pt of best"], rows)
 
 
@@ -156,7 +156,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   """Runs the sweeps; saves the figure and JSON; returns the tables."""
   results = {setup: sweep(setup, settings, seeds) for setup in settings.setups}
   plot(results, settings, seeds, out / "robustness.png")
-  _report.write_json(out / "robustness.json", {
+  report.write_json(out / "robustness.json", {
       "settings": settings._asdict(), "seeds": seeds,
       "adabound_lr": ADABOUND_LR, "results": results})
   return "\n\n".join(

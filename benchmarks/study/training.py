@@ -28,19 +28,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmarks import _data
-from benchmarks import _models
-from benchmarks import _optimizers
-from benchmarks import _report
-from benchmarks import _train
+from benchmarks._common import datasets
+from benchmarks._common import report
+from benchmarks.study import _models
+from benchmarks.study import _optimizers
+from benchmarks.study import _train
 
-SETUPS: dict[str, tuple[Callable[[], _data.Split], _models.Model]] = {
-    "digits MLP": (lambda: _data.digits("flat"), _models.mlp(64, (128, 128))),
-    "digits MLP, badly scaled": (lambda: _data.digits("badly_scaled"),
+SETUPS: dict[str, tuple[Callable[[], datasets.Split], _models.Model]] = {
+    "digits MLP": (lambda: datasets.digits("flat"), _models.mlp(64, (128, 128))),
+    "digits MLP, badly scaled": (lambda: datasets.digits("badly_scaled"),
                                  _models.mlp(64, (128, 128))),
-    "digits CNN": (lambda: _data.digits("image"),
+    "digits CNN": (lambda: datasets.digits("image"),
                    _models.cnn((8, 8, 1), (8, 16), 3, (1, 2))),
-    "MNIST-1D CNN": (_data.mnist1d,
+    "MNIST-1D CNN": (datasets.mnist1d,
                      _models.cnn((40, 1), (25, 25, 25), 5, (2, 2, 2))),
 }
 BOUND_FRACTION = 0.02  # 1 / gamma as a fraction of the run.
@@ -148,7 +148,7 @@ def table(result: dict) -> str:
         f"{100 * acc[-1]:.1f} ± {100 * acc_std[-1]:.1f}",
     ])
   early_step = steps[early]
-  return _report.table(
+  return report.table(
       ["optimizer", "lr", f"train loss @{early_step}", "final train loss",
        "test acc %"], rows)
 
@@ -231,7 +231,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   for setup, result in results.items():
     plot_curves(setup, result, seeds, out / f"training_{_slug(setup)}.png")
   plot_summary(results, seeds, out / "training_summary.png")
-  _report.write_json(out / "training.json", {
+  report.write_json(out / "training.json", {
       "settings": settings._asdict(), "seeds": seeds,
       "bound_fraction": BOUND_FRACTION, "results": results})
   tuned = ("lr tuned on validation" if settings.grid > 1

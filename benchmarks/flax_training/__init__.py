@@ -1,0 +1,1 @@
+"""Flax NNX and Linen training scripts on digits, with optax_bound."""

@@ -1,0 +1,1 @@
+"""Step time and memory of optax_bound against Optax and the PyTorch peers."""

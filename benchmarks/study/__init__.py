@@ -1,0 +1,1 @@
+"""The study: the paper's claims at CPU scale (``python -m benchmarks.study``)."""
