@@ -21,7 +21,7 @@ MIN_TEST_ACCURACY = 0.95
 
 @pytest.fixture(scope="module")
 def digits():
-  return _digits.load_digits()
+  return _digits.load_data()
 
 
 @pytest.mark.parametrize("name", _digits.MODELS)

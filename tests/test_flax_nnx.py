@@ -32,7 +32,7 @@ def _assert_trees_equal(a, b):
 
 @pytest.fixture(scope="module")
 def digits():
-  return _digits.load_digits()
+  return _digits.load_data()
 
 
 @pytest.mark.parametrize("name", _digits.MODELS)

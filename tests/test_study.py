@@ -6,9 +6,12 @@ take seconds; the full study lives in benchmarks/, not here.
 
 import json
 
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from benchmarks._common import baselines
 from benchmarks._common import datasets
 from benchmarks.study import __main__ as study
 from benchmarks.study import _models
@@ -115,3 +118,33 @@ def test_data_splits_are_disjoint_and_fixed():
   live = a.x_train.std(0) > 0.1
   assert ratio[live].max() / ratio[live].min() > 100
   assert _models.n_params(_models.mlp(64, (128, 128))) == 26_122
+
+
+def test_digits_without_validation_train_on_it_and_keep_the_test_split():
+  # The Flax training scripts tune nothing: they train on the study's
+  # validation images too, and test on the study's test images.
+  held, folded = datasets.digits("image"), datasets.digits(
+      "image", validation=False)
+  assert (len(folded.y_train), len(folded.y_val), len(folded.y_test)) == (
+      1437, 0, 360)
+  np.testing.assert_array_equal(folded.x_test, held.x_test)
+  np.testing.assert_array_equal(folded.y_test, held.y_test)
+  np.testing.assert_array_equal(folded.x_train,
+                                np.concatenate([held.x_val, held.x_train]))
+  assert folded.x_train.dtype == np.float32 and folded.y_train.dtype == np.int32
+  assert folded.x_train.min() == 0.0 and folded.x_train.max() == 1.0
+
+
+def test_dampened_sgdm_is_optax_sgd_with_momentum_at_lr_times_one_minus_b1():
+  dampened = baselines.dampened_sgdm(1.0, b1=0.9)
+  pytorch_style = optax.sgd(1.0 * (1 - 0.9), momentum=0.9)
+  grads = np.random.default_rng(0).standard_normal((20, 5)).astype(np.float32)
+  params = jnp.zeros(5)
+  states = [dampened.init(params), pytorch_style.init(params)]
+  for g in grads:
+    a, states[0] = dampened.update(jnp.asarray(g), states[0])
+    b, states[1] = pytorch_style.update(jnp.asarray(g), states[1])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # After 20 steps the momentum is far from a single gradient: the test
+  # compares two averages, not two copies of the last gradient.
+  assert not np.allclose(a, -0.1 * grads[-1], rtol=0.1)

@@ -2,8 +2,10 @@
 
 Shared by ``nnx.py``, ``linen.py`` (in ``benchmarks/flax_training/``) and the
 Flax tests, so that the tests train exactly what the scripts train. The data is
-scikit-learn's bundled ``load_digits`` (1797 real 8x8 images, nothing is
-downloaded), split once by a fixed seed: 1437 images to train on, 360 to test.
+scikit-learn's bundled digits (1797 real 8x8 images, nothing is downloaded),
+split as the study splits it (``benchmarks/_common/datasets.py``): the scripts
+tune nothing, so they train on the study's training and validation images
+(1437) and test on its 360 test images.
 
 The NNX and Linen models are the same two architectures with the same
 initializers (Flax's defaults), so their numbers can be read side by side:
@@ -15,7 +17,8 @@ initializers (Flax's defaults), so their numbers can be read side by side:
 ``fit_nnx`` and ``fit_linen`` are the canonical loops of each API:
 ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` updated by ``nnx.jit``, and
 ``TrainState.create(..., tx=tx)`` updated by ``state.apply_gradients``.
-``optimizer`` names the optimizers the scripts compare; ``parse_args`` and
+``load_data`` is that split; ``optimizer`` names the optimizers the scripts
+compare; ``parse_args`` and
 ``run`` are the scripts' shared arguments and their run, with its final table.
 """
 
@@ -35,6 +38,8 @@ import numpy as np
 import optax
 import tqdm
 
+from benchmarks._common import baselines
+from benchmarks._common import datasets
 from benchmarks._common import report
 import optax_bound
 
@@ -45,17 +50,6 @@ OPTIMIZERS = ("amsbound", "adabound", "adam", "sgdm")
 # = 1.0. 1 / gamma = 100 steps (4.5 epochs) puts the switch from Adam-like
 # to SGD-like early in a run of 10 epochs.
 LEARNING_RATE, FINAL_LR, GAMMA = 1e-2, 1.0, 1e-2
-DATA_SEED = 0
-N_TEST = 360
-
-
-class Digits(NamedTuple):
-  """Images as (N, 8, 8, 1) float32 in [0, 1], labels as int32."""
-
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
 
 
 class History(NamedTuple):
@@ -66,17 +60,9 @@ class History(NamedTuple):
   seconds: float  # Wall time of the training loop, compilation included.
 
 
-def load_digits() -> Digits:
-  """The fixed train/test split of scikit-learn's bundled digits."""
-  from sklearn import datasets
-
-  x, y = datasets.load_digits(return_X_y=True)
-  # Pixels are counts 0..16: dividing by 16 puts every feature on one scale.
-  x = (x / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-  y = y.astype(np.int32)
-  order = np.random.default_rng(DATA_SEED).permutation(len(y))
-  test, train = order[:N_TEST], order[N_TEST:]
-  return Digits(x[train], y[train], x[test], y[test])
+def load_data() -> datasets.Split:
+  """Digits as (N, 8, 8, 1) images in [0, 1]: 1437 to train on, 360 to test."""
+  return datasets.digits("image", validation=False)
 
 
 def batches(
@@ -93,22 +79,47 @@ def optimizer(
 ) -> optax.GradientTransformation:
   """The optimizers the scripts compare, by name.
 
-  ``'sgdm'`` is the SGD with momentum that AdaBound ends as: its update tends
-  to ``final_lr * m_t`` with ``m_t`` an average dampened by ``b1 = 0.9``,
-  which is PyTorch-style momentum at ``final_lr * (1 - b1)``.
+  ``'sgdm'`` is the SGD with momentum that AdaBound ends as, at ``final_lr``.
   """
   bound = dict(learning_rate=learning_rate, final_lr=final_lr, gamma=gamma)
   return {
       "adabound": lambda: optax_bound.adabound(**bound),
       "amsbound": lambda: optax_bound.amsbound(**bound),
       "adam": lambda: optax.adam(learning_rate),
-      "sgdm": lambda: optax.sgd(final_lr * (1 - 0.9), momentum=0.9),
+      "sgdm": lambda: baselines.dampened_sgdm(final_lr),
   }[name]()
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """The mean-reduced loss: gradients do not grow with the batch size."""
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _fit(
+    step: Callable[[np.ndarray, np.ndarray], jax.Array],
+    predict: Callable[[np.ndarray], jax.Array],
+    data: datasets.Split,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None,
+) -> History:
+  """The loop of both APIs: ``step(x, y) -> loss`` over shuffled epochs.
+
+  ``predict(x) -> labels`` is called once, on the test split, after the last
+  epoch.
+  """
+  start = time.perf_counter()
+  losses = []
+  for epoch in range(epochs):
+    epoch_losses = [step(data.x_train[i], data.y_train[i])
+                    for i in batches(len(data.y_train), batch_size, epoch, seed)]
+    losses.append(float(np.mean(jax.device_get(epoch_losses))))
+    if on_epoch is not None:
+      on_epoch(epoch, losses[-1])
+  accuracy = float(np.mean(np.asarray(predict(data.x_test)) == data.y_test))
+  return History(losses, accuracy, time.perf_counter() - start)
 
 
 # Flax NNX.
@@ -164,7 +175,7 @@ def _nnx_predict(model: nnx.Module, x: jax.Array) -> jax.Array:
 def fit_nnx(
     model: nnx.Module,
     tx: optax.GradientTransformation,
-    data: Digits,
+    data: datasets.Split,
     *,
     epochs: int,
     batch_size: int,
@@ -176,19 +187,10 @@ def fit_nnx(
   ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
   """
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  start = time.perf_counter()
-  losses = []
-  for epoch in range(epochs):
-    epoch_losses = [
-        _nnx_train_step(model, optimizer, data.x_train[i], data.y_train[i])
-        for i in batches(len(data.y_train), batch_size, epoch, seed)
-    ]
-    losses.append(float(np.mean(jax.device_get(epoch_losses))))
-    if on_epoch is not None:
-      on_epoch(epoch, losses[-1])
-  accuracy = float(np.mean(
-      np.asarray(_nnx_predict(model, data.x_test)) == data.y_test))
-  return optimizer, History(losses, accuracy, time.perf_counter() - start)
+  history = _fit(lambda x, y: _nnx_train_step(model, optimizer, x, y),
+                 lambda x: _nnx_predict(model, x), data, epochs=epochs,
+                 batch_size=batch_size, seed=seed, on_epoch=on_epoch)
+  return optimizer, history
 
 
 # Flax Linen.
@@ -247,7 +249,7 @@ def _linen_predict(state: train_state.TrainState, x: jax.Array) -> jax.Array:
 
 def fit_linen(
     state: train_state.TrainState,
-    data: Digits,
+    data: datasets.Split,
     *,
     epochs: int,
     batch_size: int,
@@ -258,19 +260,17 @@ def fit_linen(
 
   ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
   """
-  start = time.perf_counter()
-  losses = []
-  for epoch in range(epochs):
-    epoch_losses = []
-    for i in batches(len(data.y_train), batch_size, epoch, seed):
-      state, loss = linen_train_step(state, data.x_train[i], data.y_train[i])
-      epoch_losses.append(loss)
-    losses.append(float(np.mean(jax.device_get(epoch_losses))))
-    if on_epoch is not None:
-      on_epoch(epoch, losses[-1])
-  accuracy = float(np.mean(
-      np.asarray(_linen_predict(state, data.x_test)) == data.y_test))
-  return state, History(losses, accuracy, time.perf_counter() - start)
+  # A TrainState is a value: each step replaces the one the loop holds.
+  latest = [state]
+
+  def step(x: np.ndarray, y: np.ndarray) -> jax.Array:
+    latest[0], loss = linen_train_step(latest[0], x, y)
+    return loss
+
+  history = _fit(step, lambda x: _linen_predict(latest[0], x), data,
+                 epochs=epochs, batch_size=batch_size, seed=seed,
+                 on_epoch=on_epoch)
+  return latest[0], history
 
 
 # What the two training scripts share: their arguments and their report.
@@ -312,7 +312,7 @@ def run(
   is the one place where the NNX and Linen scripts differ.
   """
   args = parse_args(script, argv)
-  data = load_digits()
+  data = load_data()
   runs = [(model, opt, seed) for model in args.models
           for opt in args.optimizers for seed in range(args.seeds)]
   results = []

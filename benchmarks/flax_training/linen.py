@@ -1,15 +1,12 @@
-"""Train an MLP and a CNN on digits with Flax Linen and optax_bound.
+"""Flax Linen: ``TrainState.create(..., tx=tx)`` trains digits classifiers.
 
   python -m benchmarks.flax_training.linen   # about a minute on 2 cores
   python -m benchmarks.flax_training.linen --seeds 3 --epochs 20 --optimizers adabound
 
-Each run is the canonical Linen loop, ``TrainState.create(..., tx=tx)`` and
-``state.apply_gradients(grads=grads)`` under ``jax.jit``, with ``tx`` one of
-AMSBound, AdaBound, Adam and the SGD with momentum that AdaBound ends as. It
-prints a table of test accuracy and final training loss (mean +- std over
-seeds) and saves the raw numbers to ``benchmarks/results/flax_training/linen.json``.
-The models and data are in ``_digits.py``;
-``nnx.py`` is the same study in Flax NNX.
+A run is Linen's canonical loop: a fresh ``TrainState`` per seed, stepped by
+``state.apply_gradients(grads=grads)`` under ``jax.jit``. See README.md here
+for what it trains and prints; ``benchmarks/results/flax_training/linen.json``
+keeps every run's numbers.
 """
 
 from benchmarks.flax_training import _digits

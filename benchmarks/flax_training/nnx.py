@@ -1,15 +1,12 @@
-"""Train an MLP and a CNN on digits with Flax NNX and optax_bound.
+"""Flax NNX: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` trains digits classifiers.
 
   python -m benchmarks.flax_training.nnx     # about a minute on 2 cores
   python -m benchmarks.flax_training.nnx --seeds 3 --epochs 20 --optimizers amsbound
 
-Each run is the canonical NNX loop, ``nnx.Optimizer(model, tx, wrt=nnx.Param)``
-and ``optimizer.update(model, grads)`` under ``nnx.jit``, with ``tx`` one of
-AMSBound, AdaBound, Adam and the SGD with momentum that AdaBound ends as. It
-prints a table of test accuracy and final training loss (mean +- std over
-seeds) and saves the raw numbers to ``benchmarks/results/flax_training/nnx.json``.
-The models and data are in ``_digits.py``;
-``linen.py`` is the same study in Flax Linen.
+Every run is the canonical NNX loop, ``optimizer.update(model, grads)`` under
+``nnx.jit``, on a model built with the run's seed. The models, the optimizers
+and the table it prints are described in this folder's README.md; the raw
+numbers go to ``benchmarks/results/flax_training/nnx.json``.
 """
 
 from benchmarks.flax_training import _digits

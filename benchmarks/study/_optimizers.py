@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import optax
 
+from benchmarks._common import baselines
 import optax_bound
 
 Decay = Callable[[jax.Array], jax.Array]
@@ -36,17 +37,6 @@ def _scheduled(lr, decay):
   return lambda count: lr * decay(count)
 
 
-def dampened_sgdm(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9):
-  """SGD with momentum dampened by ``b1``: ``m = b1 m + (1 - b1) g``, ``p -= lr m``.
-
-  What AdaBound becomes once its bounds have closed (Savarese, 2019): the fair
-  baseline at ``lr = final_lr``. PyTorch's ``SGD(momentum=b1)`` is the same at
-  ``lr * (1 - b1)``.
-  """
-  return optax.chain(optax.ema(b1, debias=False),
-                     optax.scale_by_learning_rate(learning_rate))
-
-
 def comparison(gamma: float) -> dict[str, Optimizer]:
   """The comparison set, with AdaBound's bounds converging at ``gamma``."""
 
@@ -61,7 +51,7 @@ def comparison(gamma: float) -> dict[str, Optimizer]:
                                                       momentum=0.9)),
       # Centred on AdaBound's default final_lr, the SGD it ends as.
       "SGDM dampened": Optimizer(
-          0.1, lambda lr, d: dampened_sgdm(_scheduled(lr, d))),
+          0.1, lambda lr, d: baselines.dampened_sgdm(_scheduled(lr, d))),
       "Adagrad": Optimizer(0.03, lambda lr, d: optax.adagrad(_scheduled(lr, d))),
       "RMSprop": Optimizer(1e-3, lambda lr, d: optax.rmsprop(_scheduled(lr, d))),
       "Adadelta": Optimizer(1.0, lambda lr, d: optax.adadelta(_scheduled(lr, d))),
