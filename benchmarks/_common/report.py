@@ -54,6 +54,16 @@ def write_json(path: pathlib.Path, payload: dict[str, Any]) -> pathlib.Path:
   return path
 
 
+def save_figure(fig: Any, path: pathlib.Path, dpi: int) -> pathlib.Path:
+  """Lays out a Matplotlib figure, saves it as ``path`` and frees it."""
+  import matplotlib.pyplot as plt  # Only the scripts that draw need it.
+
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """A Markdown table (it reads in a terminal and pastes into the README)."""
 

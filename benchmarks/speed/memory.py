@@ -37,7 +37,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from tqdm.auto import tqdm
 
 from benchmarks._common import report
@@ -81,14 +80,9 @@ def _peak_over(steps, rss: bool) -> int | None:
 
 def _jax_record(make, params, grads, rss: bool) -> dict[str, Any]:
   tx = make()
-
-  def train_step(params, state, grads):
-    updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
   carry = [jax.tree.map(jnp.copy, params)]
   carry.append(tx.init(carry[0]))
-  compiled = jax.jit(train_step, donate_argnums=(0, 1)).lower(
+  compiled = step_time.donated_train_step(tx).lower(
       carry[0], carry[1], grads).compile()
   analysis = compiled.memory_analysis()
 

@@ -31,7 +31,6 @@ prints the tables.
 """
 
 import argparse
-import functools
 import gc
 import os
 import pathlib
@@ -149,14 +148,24 @@ class Block(NamedTuple):
   state_bytes: Callable[[], int]  # The param-sized state kept between steps.
 
 
-def _jax_block_factory(make: Callable[[], optax.GradientTransformation],
-                       params: Any, grads: Any) -> Callable[[], Block]:
-  tx = make()
+def donated_train_step(tx: optax.GradientTransformation) -> Callable:
+  """``(params, state, grads) -> (params, state)``: one step, as training takes it.
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  ``tx.update`` then ``optax.apply_updates``, jitted with the parameters and
+  the state donated, so that XLA may update them in place. The memory
+  benchmark measures this same step.
+  """
   def train_step(params, state, grads):
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
+
+  return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def _jax_block_factory(make: Callable[[], optax.GradientTransformation],
+                       params: Any, grads: Any) -> Callable[[], Block]:
+  tx = make()
+  train_step = donated_train_step(tx)
 
   def start() -> Block:
     # A copy to donate: the shared parameters start every block alike.
@@ -410,9 +419,7 @@ def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
   axes[2].set_xlabel("median step time, ms (log)")
   axes[2].set_title("Trees, float32\n(blue: ours, grey: Optax, red: PyTorch)")
   axes[2].grid(alpha=0.3, axis="x")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=120)
 
 
 def _parse(argv) -> tuple[Settings, list[str], pathlib.Path]:

@@ -145,6 +145,4 @@ def _plot(observed, t, lower, upper, gamma, model_name, path) -> None:
                f"against [lower(t), upper(t)], lr {LR}, final_lr {FINAL_LR}, "
                f"gamma {gamma:.3g} (dash-dot: 1/gamma); lr / 10 at 75%",
                fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=110)

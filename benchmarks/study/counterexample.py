@@ -118,9 +118,7 @@ def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:
   fig.suptitle(f"Adam's counterexample: lr {ALPHA}/sqrt(t); AdaBound final_lr "
                f"{FINAL_LR}/sqrt(t), gamma {GAMMA} (AdaBound is Adam until "
                f"its bounds close, ~1/gamma steps)", fontsize=11)
-  fig.tight_layout()
-  fig.savefig(out / "counterexample.png", dpi=120)
-  plt.close(fig)
+  report.save_figure(fig, out / "counterexample.png", dpi=120)
 
   # x averaged over the last 10% of steps: the point each method settles at
   # (Section 5's x still jumps after every rare gradient).

@@ -196,6 +196,4 @@ def _plot(name: str, function: Function, ps: dict[str, np.ndarray],
          else "each method's best lr from a grid")
   fig.suptitle(f"{name} from {function.start} (dot) to the minimum (star), "
                f"{steps} steps; {how}; AdaBound: Adam's lr -> SGD's lr")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=100)

@@ -147,9 +147,7 @@ def plot(results: dict, settings: Settings, seeds: int, path: pathlib.Path) -> N
   fig.suptitle(f"Robustness, {settings.steps} steps per run "
                "(accuracies more than 30 points below the best are off the "
                "line plots)", fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=110)
 
 
 def run(settings: Settings, seeds: int, out: pathlib.Path) -> str:

@@ -187,9 +187,7 @@ def plot_curves(setup: str, result: dict, seeds: int, path: pathlib.Path) -> Non
       f"{result['train_examples']} training examples), {seeds} seeds: mean, "
       "and range (loss) or ±1 std (accuracy). Dotted: lr / 10; dash-dot: "
       "1/gamma", fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=110)
 
 
 def plot_summary(results: dict, seeds: int, path: pathlib.Path) -> None:
@@ -216,9 +214,7 @@ def plot_summary(results: dict, seeds: int, path: pathlib.Path) -> None:
   fig.suptitle(f"Final test accuracy, mean ± std of {seeds} seeds "
                "(points off the left edge: more than 12 points below the best)",
                fontsize=11)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  report.save_figure(fig, path, dpi=110)
 
 
 def _slug(setup: str) -> str:
