@@ -37,6 +37,7 @@ def test_resnet34_kernels_are_hwio():
   assert tree["Dense_0"]["kernel"] == (512, 10)
 
 
+@pytest.mark.slow
 def test_speed_script_runs_at_tiny_size(tmp_path):
   optimizers = ["adabound", "optax.adam"]
   if HAS_PEERS:
@@ -70,6 +71,7 @@ def test_speed_script_runs_at_tiny_size(tmp_path):
   assert (("adabound", "torch Adam (fused)") in targets) == HAS_PEERS
 
 
+@pytest.mark.slow
 def test_memory_script_runs_and_a_donated_step_allocates_nothing_param_sized(
     tmp_path):
   optimizers = ["adabound", "amsbound", "adaboundw", "optax.adam"]

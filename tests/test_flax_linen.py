@@ -24,6 +24,7 @@ def digits():
   return _digits.load_data()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _digits.MODELS)
 def test_train_state_with_adabound_trains_digits(name, digits):
   # The scripts' defaults: 1 / gamma = 100 steps, so the bounds close on

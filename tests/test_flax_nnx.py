@@ -35,6 +35,7 @@ def digits():
   return _digits.load_data()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _digits.MODELS)
 def test_nnx_optimizer_with_amsbound_trains_digits(name, digits):
   model = _digits.nnx_model(name, seed=0)

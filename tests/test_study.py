@@ -25,6 +25,7 @@ def _json(path):
   return json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_counterexample_adam_ends_at_worst_point_and_amsbound_at_optimum(tmp_path):
   tables = study.main(["--only", "counterexample", "--out", str(tmp_path)])
   assert "AMSBound" in tables["counterexample"]
@@ -39,6 +40,7 @@ def test_counterexample_adam_ends_at_worst_point_and_amsbound_at_optimum(tmp_pat
     assert settled[f"{problem}/AMSGrad"] < -0.95
 
 
+@pytest.mark.slow
 def test_paths_sgd_and_adam_reach_the_quadratic_minimum(tmp_path):
   table = paths.run(paths.Settings(steps=40), 1, tmp_path)
   assert "Rosenbrock".lower() in table
@@ -53,6 +55,7 @@ def test_paths_sgd_and_adam_reach_the_quadratic_minimum(tmp_path):
     assert (tmp_path / f"paths_{name}.png").exists()
 
 
+@pytest.mark.slow
 def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
   bounds.run(bounds.Settings(steps=50), 1, tmp_path)
   result = _json(tmp_path / "bounds.json")
@@ -67,6 +70,7 @@ def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
   assert (tmp_path / "bounds.png").exists()
 
 
+@pytest.mark.slow
 def test_training_trains_every_setup_kind(tmp_path):
   settings = training.Settings(
       {"digits MLP, badly scaled": 40, "MNIST-1D CNN": 20},
@@ -97,6 +101,7 @@ def test_tuning_picks_the_best_validation_accuracy_and_never_a_nan():
   assert training.best_index(Curves) == 2
 
 
+@pytest.mark.slow
 def test_robustness_sweeps_the_grid(tmp_path):
   settings = robustness.Settings(("digits MLP",), 20, (0.1, 1.0),
                                        (1e-3, 1.0), 2)

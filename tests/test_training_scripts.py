@@ -7,6 +7,9 @@ import pytest
 from benchmarks.flax_training import linen as linen_script
 from benchmarks.flax_training import nnx as nnx_script
 
+# Each test trains a model for an epoch through a script's main().
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("script,model,optimizer", [
     (nnx_script, "mlp", "amsbound"), (linen_script, "cnn", "adabound")])
