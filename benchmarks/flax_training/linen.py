@@ -1,6 +1,6 @@
 """Flax Linen: ``TrainState.create(..., tx=tx)`` trains digits classifiers.
 
-  python -m benchmarks.flax_training.linen   # about a minute on 2 cores
+  python -m benchmarks.flax_training.linen   # under a minute on 2 cores
   python -m benchmarks.flax_training.linen --seeds 3 --epochs 20 --optimizers adabound
 
 A run is Linen's canonical loop: a fresh ``TrainState`` per seed, stepped by

@@ -1,6 +1,6 @@
 """Flax NNX: ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` trains digits classifiers.
 
-  python -m benchmarks.flax_training.nnx     # about a minute on 2 cores
+  python -m benchmarks.flax_training.nnx     # under a minute on 2 cores
   python -m benchmarks.flax_training.nnx --seeds 3 --epochs 20 --optimizers amsbound
 
 Every run is the canonical NNX loop, ``optimizer.update(model, grads)`` under

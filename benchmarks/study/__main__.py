@@ -1,7 +1,7 @@
 """The study: what AdaBound and AMSBound do, against every optimizer users weigh.
 
     python -m benchmarks.study                # quick: a few minutes on 2 cores
-    python -m benchmarks.study --full         # the study in the README (~1 hour)
+    python -m benchmarks.study --full         # the study in the README (~30 min)
     python -m benchmarks.study --only counterexample,bounds
 
 Five experiments, one module each (read them top to bottom):
