@@ -16,8 +16,8 @@ Each test runs a few steps eagerly (cheaper than compiling them); the property
 tests run the same code under ``jax.jit``.
 """
 
-import functools
-
+from _optimizers import UNDER_TEST
+from _optimizers import select
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,13 +26,11 @@ import pytest
 
 import optax_bound
 
-CONSTRUCTORS = {
-    "adabound": optax_bound.adabound,
-    "amsbound": optax_bound.amsbound,
-    "adaboundw": optax_bound.adaboundw,
-    "adabound_paper": functools.partial(optax_bound.adabound, form="paper"),
-}
-NAMES = list(CONSTRUCTORS)
+# The update is a function of the gradients alone (no weight decay), and every
+# hyperparameter can be set by keyword.
+GRADIENT_ONLY = select(public=True, weight_decay=None)
+# The reference AdaBound and AMSBound: one entry per moment estimator.
+REFERENCE = select(public=True, weight_decay=None, paper_form=False)
 # One tree per precision setting: float64 needs x64, the others are checked
 # side by side in one tree.
 PRECISIONS = {"f32_bf16": (jnp.float32, jnp.bfloat16), "f64": (jnp.float64,)}
@@ -72,11 +70,11 @@ def _moments(state):
 
 @pytest.mark.parametrize("eps", [1e-8, 0.0])
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
 def test_zero_gradients_give_zero_updates_and_a_finite_state(
-    name, precision, eps):
+    opt, precision, eps):
   with jax.enable_x64(precision == "f64"):
-    tx = CONSTRUCTORS[name](learning_rate=0.1, eps=eps)
+    tx = opt(learning_rate=0.1, eps=eps)
     params = _tree(precision, [1.0, -2.0, 0.0, 4.0])
     zeros = jax.tree.map(jnp.zeros_like, params)
     ones = jax.tree.map(jnp.ones_like, params)
@@ -98,11 +96,11 @@ HUGE = 1e30
 
 @pytest.mark.parametrize("b2", [0.999, 0.0])
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", NAMES)
-def test_huge_gradients_give_finite_updates(name, precision, b2):
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
+def test_huge_gradients_give_finite_updates(opt, precision, b2):
   """Gradients of 1e30, then ordinary ones: every update stays finite."""
   with jax.enable_x64(precision == "f64"):
-    tx = CONSTRUCTORS[name](learning_rate=1e-3, b2=b2)
+    tx = opt(learning_rate=1e-3, b2=b2)
     params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
     grads = [_tree(precision, [HUGE, -HUGE, 1.0, -HUGE])] * 2 + [
         _tree(precision, [1.0, 1.0, 1.0, 1.0])] * 3
@@ -117,15 +115,15 @@ def test_huge_gradients_give_finite_updates(name, precision, b2):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", ["adabound", "amsbound"])
-def test_huge_gradients_keep_the_state_finite(name, precision):
+@pytest.mark.parametrize("opt", REFERENCE)
+def test_huge_gradients_keep_the_state_finite(opt, precision):
   """|g|^2 = 1e60 does not fit in float32: the second moment must not overflow.
 
   An infinite ``nu`` pins its elements to the lower bound for ever, and turns
   NaN as soon as ``b2 * nu`` is ``0 * inf``.
   """
   with jax.enable_x64(precision == "f64"):
-    tx = CONSTRUCTORS[name](learning_rate=1e-3)
+    tx = opt(learning_rate=1e-3)
     params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
     grads = [_tree(precision, [HUGE, -HUGE, 1.0, 1e20])] + [
         _tree(precision, [1.0, 1.0, 1.0, 1.0])] * 2
@@ -135,8 +133,8 @@ def test_huge_gradients_keep_the_state_finite(name, precision):
       assert _finite(moment), (field, moment)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound"])
-def test_bfloat16_moments_saturate_under_float32_hyperparameters(name):
+@pytest.mark.parametrize("opt", REFERENCE)
+def test_bfloat16_moments_saturate_under_float32_hyperparameters(opt):
   """Injected float32 hyperparameters compute bfloat16's moments in float32.
 
   float32's largest value rounds to inf in bfloat16, so the moment must
@@ -144,9 +142,8 @@ def test_bfloat16_moments_saturate_under_float32_hyperparameters(name):
   turns ``0 * inf`` into a NaN update on the next step (found by
   ``test_every_effective_step_size_lies_within_the_bounds``).
   """
-  tx = optax.inject_hyperparams(
-      CONSTRUCTORS[name], hyperparam_dtype=jnp.float32)(
-          learning_rate=1.0, b1=0.0, b2=0.0, eps=0.1)
+  tx = opt.injected(hyperparam_dtype=jnp.float32, learning_rate=1.0, b1=0.0,
+                    b2=0.0, eps=0.1)
   params = jnp.asarray([1.0, -1.0], jnp.bfloat16)
   grads = [jnp.asarray(g, jnp.bfloat16)
            for g in ([-7e19, 1.0], [9e19, -1.0], [0.0, 0.0])]
@@ -170,10 +167,10 @@ TINY = {
 
 @pytest.mark.parametrize("eps", [1e-8, 0.0])
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", NAMES)
-def test_subnormal_and_tiny_gradients_stay_finite(name, precision, eps):
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
+def test_subnormal_and_tiny_gradients_stay_finite(opt, precision, eps):
   with jax.enable_x64(precision == "f64"):
-    tx = CONSTRUCTORS[name](learning_rate=1e-3, eps=eps)
+    tx = opt(learning_rate=1e-3, eps=eps)
     params = _tree(precision, [1.0, -1.0, 0.5, 2.0])
     tiny = _tree(precision, TINY[precision])
     records = _run(tx, params, [tiny] * 3)
@@ -189,9 +186,9 @@ def test_subnormal_and_tiny_gradients_stay_finite(name, precision, eps):
 # -- Non-finite gradients, with and without optax.apply_if_finite.
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_a_non_finite_gradient_poisons_only_its_own_elements(name):
-  tx = CONSTRUCTORS[name](learning_rate=1e-2, final_lr=0.1)
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
+def test_a_non_finite_gradient_poisons_only_its_own_elements(opt):
+  tx = opt(learning_rate=1e-2, final_lr=0.1)
   params = {"w": jnp.array([1.0, -2.0, 3.0, -4.0]), "b": jnp.array([0.5])}
   good = {"w": jnp.array([0.3, -0.2, 0.1, 0.4]), "b": jnp.array([1.0])}
   # Element 0 gets a NaN, 1 an Inf and 2 a -Inf; element 3 stays clean.
@@ -224,11 +221,10 @@ def test_a_non_finite_gradient_poisons_only_its_own_elements(name):
           [v for _, v in optax.tree.get_all_with_path(s_clean, field)])
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_apply_if_finite_skips_the_bad_step_and_training_continues(name):
-  decay = {"weight_decay": 1e-2} if name in ("adabound", "adaboundw") else {}
+@pytest.mark.parametrize("opt", UNDER_TEST)
+def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
   tx = optax.apply_if_finite(
-      CONSTRUCTORS[name](learning_rate=1e-2, final_lr=0.1, **decay),
+      opt(learning_rate=1e-2, final_lr=0.1),
       max_consecutive_errors=5)
 
   @jax.jit
@@ -287,17 +283,15 @@ def test_apply_if_finite_skips_the_bad_step_and_training_continues(name):
 
 @pytest.mark.parametrize("eps", [1e-8, 0.0])
 @pytest.mark.parametrize("injected", [False, True])
-@pytest.mark.parametrize("name", NAMES)
-def test_learning_rate_zero_never_moves_and_stays_finite(name, injected, eps):
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
+def test_learning_rate_zero_never_moves_and_stays_finite(opt, injected, eps):
   """lr = 0: zero updates, whatever the gradient; never 0 * inf.
 
   With ``eps=0``, a gradient whose square underflows (1e-20 in float32) makes
   Adam's direction infinite; the bounds are 0, and so must the step be.
   """
-  constructor = CONSTRUCTORS[name]
-  if injected:
-    constructor = optax.inject_hyperparams(constructor)
-  tx = constructor(learning_rate=0.0, final_lr=0.1, eps=eps)
+  make = opt.injected if injected else opt
+  tx = make(learning_rate=0.0, final_lr=0.1, eps=eps)
   params = jnp.array([1.0, -2.0, 0.0, 3.0])
   grads = [jnp.array([1.0, -3.0, 0.0, 1e-20]) * (i + 1) for i in range(3)]
   for new_params, updates, state in _run(tx, params, grads):
@@ -318,16 +312,16 @@ def test_decoupled_decay_is_not_scaled_by_a_zero_learning_rate():
   np.testing.assert_array_equal(updates, 0.0)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
+@pytest.mark.parametrize("opt", select(weight_decay=None, paper_form=False))
 def test_fixed_coupling_moves_at_the_lower_bound_even_at_learning_rate_zero(
-    name):
+    opt):
   """'fixed' keeps final_lr whatever the lr, so lr = 0 steps at the lower bound.
 
   The documented exception of ``coupled_final_lr``: the bound is on the step
   size, and with a fixed final_lr its lower end is above 0.
   """
   final_lr, gamma = 0.1, 0.5
-  tx = getattr(optax_bound, name)(
+  tx = opt(
       learning_rate=0.0, final_lr=final_lr, gamma=gamma,
       final_lr_coupling="fixed")
   params = jnp.array([1.0, -2.0])
@@ -351,11 +345,11 @@ def test_coupled_final_lr_is_zero_while_every_learning_rate_was_zero():
 
 
 @pytest.mark.parametrize("eps", [1e-8, 0.0])
-@pytest.mark.parametrize("name", NAMES)
-def test_warmup_from_zero_stays_finite_and_its_first_step_is_zero(name, eps):
+@pytest.mark.parametrize("opt", GRADIENT_ONLY)
+def test_warmup_from_zero_stays_finite_and_its_first_step_is_zero(opt, eps):
   peak, final_lr, gamma, steps = 1e-2, 0.1, 0.5, 12
   schedule = optax.warmup_cosine_decay_schedule(0.0, peak, 4, steps)
-  tx = CONSTRUCTORS[name](learning_rate=schedule, final_lr=final_lr, eps=eps,
+  tx = opt(learning_rate=schedule, final_lr=final_lr, eps=eps,
                           gamma=gamma)
   params = jnp.array([1.0, -2.0, 1e-3, 3.0])
   # A tiny gradient too: with eps = 0 its direction is infinite at lr = 0.
@@ -365,7 +359,7 @@ def test_warmup_from_zero_stays_finite_and_its_first_step_is_zero(name, eps):
   lrs = [float(schedule(s)) for s in range(steps)]
   for t, (new_params, updates, state) in enumerate(records, start=1):
     assert _finite(updates) and _finite(new_params) and _finite(state)
-    if t > 1 and name != "adabound_paper":
+    if t > 1 and opt.within_reference_bounds:
       # final_lr * lr_t / peak_t, since lr_0 = 0 (lr_t = schedule(t - 1)).
       lower, upper = optax_bound.reference_bounds(
           jnp.float32(t), final_lr * lrs[t - 1] / max(lrs[:t]), gamma)

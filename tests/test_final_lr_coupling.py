@@ -7,6 +7,7 @@ learning rate that starts at 0 is measured against its running peak instead
 of dividing by zero.
 """
 
+from _optimizers import select
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,11 +64,10 @@ def test_bounds_follow_an_lr_schedule():
                                  rtol=0.06)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
-def test_bounds_follow_learning_rate_and_final_lr_injected_mid_run(name):
+@pytest.mark.parametrize("opt", select(within_reference_bounds=True))
+def test_bounds_follow_learning_rate_and_final_lr_injected_mid_run(opt):
   gamma = 0.5
-  tx = optax.inject_hyperparams(getattr(optax_bound, name))(
-      learning_rate=1e-2, final_lr=0.1, gamma=gamma)
+  tx = opt.injected(learning_rate=1e-2, final_lr=0.1, gamma=gamma)
   params = jnp.array([1.0, 1e-4, 1e3])
   state = tx.init(params)
   step = jax.jit(tx.update)

@@ -6,6 +6,7 @@ momentum dampened by b1 (Savarese, arXiv 1908.04457). In between, every
 effective step size lies in [lower(t), upper(t)].
 """
 
+from _optimizers import select
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,8 @@ import pytest
 import optax_bound
 
 STEPS = 50
+# The reference AdaBound and AMSBound: one entry per moment estimator.
+REFERENCE = select(public=True, weight_decay=None, paper_form=False)
 
 
 def _gradients(seed=0, shape=(6,)):
@@ -49,14 +52,13 @@ def _adam_kingma_efficient(grads, params, lr, use_max, b1=0.9, b2=0.999,
   return np.stack(out)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound"])
-def test_gamma_zero_is_adam_with_the_reference_eps_placement(name):
+@pytest.mark.parametrize("opt", REFERENCE)
+def test_gamma_zero_is_adam_with_the_reference_eps_placement(opt):
   grads, params = _gradients(), np.ones(6)
   with jax.enable_x64(True):
-    bounded = _trajectory(
-        getattr(optax_bound, name)(learning_rate=1e-2, gamma=0.0), grads, params)
+    bounded = _trajectory(opt(learning_rate=1e-2, gamma=0.0), grads, params)
   expected = _adam_kingma_efficient(
-      grads, params, lr=1e-2, use_max=name == "amsbound")
+      grads, params, lr=1e-2, use_max=opt.nu_max)
   np.testing.assert_allclose(bounded, expected, rtol=1e-13)
 
 
@@ -70,24 +72,22 @@ def test_optax_adam_differs_from_the_reference_where_gradients_are_small():
   np.testing.assert_allclose(reference[:, -1], optax_adam[:, -1], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound"])
-def test_huge_gamma_is_sgd_with_momentum_dampened_by_b1(name):
+@pytest.mark.parametrize("opt", REFERENCE)
+def test_huge_gamma_is_sgd_with_momentum_dampened_by_b1(opt):
   grads, params = _gradients(), np.ones(6)
   final_lr, b1 = 0.05, 0.9
   with jax.enable_x64(True):
-    bounded = _trajectory(
-        getattr(optax_bound, name)(final_lr=final_lr, b1=b1, gamma=1e12),
-        grads, params)
+    bounded = _trajectory(opt(final_lr=final_lr, b1=b1, gamma=1e12),
+                          grads, params)
     # optax.sgd's trace is g + b1 * trace = m / (1 - b1): scale its lr.
     sgd = _trajectory(optax.sgd(final_lr * (1 - b1), momentum=b1), grads, params)
   np.testing.assert_allclose(bounded, sgd, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
-def test_every_effective_step_size_lies_within_the_bounds(name):
+@pytest.mark.parametrize("opt", select(within_reference_bounds=True))
+def test_every_effective_step_size_lies_within_the_bounds(opt):
   final_lr, gamma = 0.1, 0.05
-  tx = getattr(optax_bound, name)(learning_rate=1e-2, final_lr=final_lr,
-                                  gamma=gamma)
+  tx = opt(learning_rate=1e-2, final_lr=final_lr, gamma=gamma)
   grads, params = _gradients(shape=(64,)), jnp.ones(64)
   state = tx.init(params)
   clipped_low = clipped_high = inside = 0

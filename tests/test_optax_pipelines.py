@@ -7,6 +7,7 @@ pipeline with the computation it stands for, number for number.
 
 import functools
 
+from _optimizers import select
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,11 +233,11 @@ def _l2_on_kernels(params, x, y, t):
                       _decay_mask(params), _mean_grad(params, x, y, t), params)
 
 
-@pytest.mark.parametrize("name", ["adabound", "adaboundw"])
-def test_weight_decay_mask_skips_biases_and_layer_norm(name):
-  wd = 1e-2
-  tx = getattr(optax_bound, name)(learning_rate=1e-2, final_lr=0.1, gamma=1e-2,
-                                  weight_decay=wd, mask=_decay_mask)
+@pytest.mark.parametrize("opt", select(needs_params=True))
+def test_weight_decay_mask_skips_biases_and_layer_norm(opt):
+  wd, lr = 1e-2, 1e-2
+  tx = opt(learning_rate=lr, final_lr=0.1, gamma=1e-2, weight_decay=wd,
+           mask=_decay_mask)
   params = _params()
   mask = _decay_mask(params)
   assert sorted(jax.tree.leaves(mask)) == [False] * 4 + [True] * 2
@@ -250,21 +251,26 @@ def test_weight_decay_mask_skips_biases_and_layer_norm(name):
     else:
       np.testing.assert_array_equal(new, old)
   jax.tree.map(check, mask, params, new_params)
-  if name == "adaboundw":
-    # The authors' decoupled decay: p <- p - wd * p, not scaled by the lr.
+  if opt.weight_decay == "decoupled":
+    # The authors' decoupled decay: p <- p - wd * p, not scaled by the lr
+    # (unless asked to be).
+    rate = wd * lr if opt.hyperparams.get("lr_scaled_decay") else wd
     for layer in ("Dense_0", "Dense_1"):
       np.testing.assert_allclose(new_params[layer]["kernel"],
-                                 params[layer]["kernel"] * (1 - wd), rtol=1e-6)
+                                 params[layer]["kernel"] * (1 - rate),
+                                 rtol=1e-6)
     return
   # The masked L2 term is the gradient plus wd * p on kernels only: the same
-  # steps as adabound without decay on those gradients.
+  # steps as the optimizer without decay on those gradients.
   batches = _batches(5)
   decayed, _, _ = _run(tx, batches)
-  by_hand, _, _ = _run(ADABOUND, batches, grad_fn=_l2_on_kernels)
+  without_decay = opt(learning_rate=lr, final_lr=0.1, gamma=1e-2,
+                      weight_decay=0.0)
+  by_hand, _, _ = _run(without_decay, batches, grad_fn=_l2_on_kernels)
   assert _max_abs_diff(decayed, by_hand) < 1e-7
   # Decaying biases and norms too is another trajectory.
-  everywhere, _, _ = _run(optax_bound.adabound(
-      learning_rate=1e-2, final_lr=0.1, gamma=1e-2, weight_decay=wd), batches)
+  everywhere, _, _ = _run(opt(
+      learning_rate=lr, final_lr=0.1, gamma=1e-2, weight_decay=wd), batches)
   assert _max_abs_diff(decayed, everywhere) > 1e-4
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 
+from _optimizers import select
 import hypothesis
 from hypothesis import strategies as st
 import jax
@@ -31,7 +32,6 @@ SETTINGS = dict(
     database=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
-NAMES = ("adabound", "amsbound", "adaboundw", "adabound_paper")
 DTYPES = ("float32", "bfloat16", "float64")
 SHAPES = ((), (0,), (1,), (3,), (2, 0), (2, 3))
 WARMUP = 4
@@ -67,14 +67,12 @@ def _hyperparameters(draw):
   return hyperparameters
 
 
-def _optimizer(name, hyperparameters, learning_rate=None):
-  """The optimizer ``name`` built from (possibly traced) hyperparameters."""
+def _optimizer(opt, hyperparameters, learning_rate=None):
+  """``opt`` built from (possibly traced) hyperparameters."""
   kwargs = dict(hyperparameters)
   if learning_rate is not None:
     kwargs["learning_rate"] = learning_rate
-  if name == "adabound_paper":
-    return optax_bound.adabound(**kwargs, form="paper")
-  return getattr(optax_bound, name)(**kwargs)
+  return opt(**kwargs)
 
 
 def _as_arrays(hyperparameters):
@@ -148,37 +146,38 @@ def _apply(tx, params, state, grads):
 
 
 @functools.cache
-def _traced_init_and_step(name):
-  """init and step of ``name``, built inside jit from traced hyperparameters."""
-  init = jax.jit(lambda hp, params: _optimizer(name, hp).init(params))
-  step = jax.jit(lambda hp, *args: _apply(_optimizer(name, hp), *args))
+def _traced_init_and_step(opt):
+  """init and step of ``opt``, built inside jit from traced hyperparameters."""
+  init = jax.jit(lambda hp, params: _optimizer(opt, hp).init(params))
+  step = jax.jit(lambda hp, *args: _apply(_optimizer(opt, hp), *args))
   return init, step
 
 
-def _init_and_step(name, hyperparameters, traced):
+def _init_and_step(opt, hyperparameters, traced):
   if traced:
-    init, step = _traced_init_and_step(name)
+    init, step = _traced_init_and_step(opt)
     hyperparameters = _as_arrays(hyperparameters)
     return (functools.partial(init, hyperparameters),
             functools.partial(step, hyperparameters))
-  tx = _optimizer(name, hyperparameters)  # Python floats: the common case
+  tx = _optimizer(opt, hyperparameters)  # Python floats: the common case
   return tx.init, jax.jit(functools.partial(_apply, tx))
 
 
+# Every hyperparameter is drawn, weight decay included: the public aliases.
 @hypothesis.settings(max_examples=25, **SETTINGS)
 @hypothesis.given(
-    name=st.sampled_from(NAMES),
+    opt=st.sampled_from(select(public=True)),
     spec=_TREES,
     hyperparameters=_hyperparameters(),
     traced=st.booleans(),
     seed=st.integers(0, 2**32 - 1),
 )
 def test_random_trees_give_finite_updates_and_a_state_of_fixed_types(
-    name, spec, hyperparameters, traced, seed):
+    opt, spec, hyperparameters, traced, seed):
   rng = np.random.default_rng(seed)
   x64 = any(leaf.dtype == "float64" for leaf in jax.tree.leaves(spec))
   with jax.enable_x64(x64):
-    init, step = _init_and_step(name, hyperparameters, traced)
+    init, step = _init_and_step(opt, hyperparameters, traced)
     params = _materialize(spec, rng, lambda shape: 1.0)
     state = init(params)
     state_types = _types(state)
@@ -237,24 +236,30 @@ _START_COUNTS = st.one_of(
 )
 
 
-@functools.partial(jax.jit, static_argnames="name")
-def _bounded_run(name, hyperparameters, schedule, params, grads, start_count):
+@functools.partial(jax.jit, static_argnames="opt")
+def _bounded_run(opt, hyperparameters, schedule, params, grads, start_count):
   """``STEPS`` steps from a state whose count starts at ``start_count``."""
   learning_rate = _schedule(hyperparameters["learning_rate"], *schedule)
-  tx = _optimizer(name, hyperparameters, learning_rate=learning_rate)
+  tx = _optimizer(opt, hyperparameters, learning_rate=learning_rate)
   state = optax.tree.set(tx.init(params), count=start_count)
+
+  def counts(state):
+    """Every count: a decay or a 1 / sqrt(t) schedule keeps one of its own."""
+    return jnp.stack(
+        [c for _, c in optax.tree.get_all_with_path(state, "count")])
 
   def step(carry, g):
     params, state = carry
-    lr = learning_rate(optax.tree.get(state, "count"))
+    lr = learning_rate(counts(state)[0])
     updates, state = tx.update(g, state, params)
     record = dict(
         updates=updates,
         sizes=optax_bound.effective_step_sizes(updates, state),
         lr=lr,
-        **{k: optax.tree.get(state, k) for k in ("count", "mu", "nu")},
+        counts=counts(state),
+        **{k: optax.tree.get(state, k) for k in ("mu", "nu")},
     )
-    if name == "amsbound":
+    if opt.nu_max:
       record["nu_max"] = optax.tree.get(state, "nu_max")
     return (optax.apply_updates(params, updates), state), record
 
@@ -262,13 +267,13 @@ def _bounded_run(name, hyperparameters, schedule, params, grads, start_count):
   return learning_rate(jnp.zeros([], jnp.int32)), records
 
 
-def _run_bounded(name, dtype, hyperparameters, schedule, grads, start_count):
-  if name == "adaboundw":  # the decoupled decay is no part of the step size
+def _run_bounded(opt, dtype, hyperparameters, schedule, grads, start_count):
+  if opt.weight_decay == "decoupled":  # no part of the step size
     hyperparameters = dict(hyperparameters, weight_decay=0.0)
   hyperparameters = _as_arrays(hyperparameters)
   params = jnp.asarray(np.linspace(-1.0, 1.0, SIZE), dtype)
   lr_0, records = _bounded_run(
-      name, hyperparameters, schedule, params, jnp.asarray(grads, dtype),
+      opt, hyperparameters, schedule, params, jnp.asarray(grads, dtype),
       jnp.asarray(start_count, jnp.int32))
   return hyperparameters, float(lr_0), jax.tree.map(np.asarray, records)
 
@@ -294,7 +299,7 @@ def _expected_bounds(hyperparameters, lr_0, lrs, counts):
 
 @hypothesis.settings(max_examples=40, **SETTINGS)
 @hypothesis.given(
-    name=st.sampled_from(["adabound", "amsbound", "adaboundw"]),
+    opt=st.sampled_from(select(public=True, paper_form=False)),
     dtype=st.sampled_from(DTYPES),
     hyperparameters=_hyperparameters(),
     schedule=_SCHEDULES,
@@ -302,21 +307,21 @@ def _expected_bounds(hyperparameters, lr_0, lrs, counts):
     start_count=_START_COUNTS,
 )
 def test_every_effective_step_size_lies_within_the_bounds(
-    name, dtype, hyperparameters, schedule, grads, start_count):
+    opt, dtype, hyperparameters, schedule, grads, start_count):
   with jax.enable_x64(dtype == "float64"):
     hyperparameters, lr_0, records = _run_bounded(
-        name, dtype, hyperparameters, schedule, grads, start_count)
+        opt, dtype, hyperparameters, schedule, grads, start_count)
     compute_eps = float(jnp.finfo(
         jax.dtypes.canonicalize_dtype(jnp.float64)).eps)
   updates, mu = records["updates"], records["mu"]
   # Finite gradients up to 1e30 give finite updates and first moments.
   assert np.all(np.isfinite(updates.astype(np.float64)))
   assert np.all(np.isfinite(mu.astype(np.float64)))
-  np.testing.assert_array_equal(
-      records["count"], np.minimum(start_count + np.arange(1, STEPS + 1),
-                                   INT32_MAX))
+  counts = np.minimum(start_count + np.arange(1, STEPS + 1), INT32_MAX)
+  for count in records["counts"].T:
+    np.testing.assert_array_equal(count, counts)
   final_lrs, lower, upper = _expected_bounds(
-      hyperparameters, lr_0, records["lr"], records["count"])
+      hyperparameters, lr_0, records["lr"], counts)
   # To rounding: a few ulps of the parameter dtype, and of the scalar dtype
   # for the cancellation in 1 - 1 / (gamma t + 1).
   finfo = jnp.finfo(dtype)
@@ -340,6 +345,7 @@ def test_every_effective_step_size_lies_within_the_bounds(
 
 @hypothesis.settings(max_examples=25, **SETTINGS)
 @hypothesis.given(
+    opt=st.sampled_from(select(public=True, nu_max=True)),
     dtype=st.sampled_from(DTYPES),
     hyperparameters=_hyperparameters(),
     schedule=_SCHEDULES,
@@ -347,20 +353,20 @@ def test_every_effective_step_size_lies_within_the_bounds(
     start_count=_START_COUNTS,
 )
 def test_running_max_never_decreases(
-    dtype, hyperparameters, schedule, grads, start_count):
+    opt, dtype, hyperparameters, schedule, grads, start_count):
   with jax.enable_x64(dtype == "float64"):
     _, _, records = _run_bounded(
-        "amsbound", dtype, hyperparameters, schedule, grads, start_count)
+        opt, dtype, hyperparameters, schedule, grads, start_count)
   nu, nu_max = records["nu"], records["nu_max"]
   assert np.all(np.diff(nu_max.astype(np.float64), axis=0) >= 0)
   assert np.all(nu_max >= nu) and np.all(nu_max[0] == nu[0])
   assert np.all(np.isfinite(nu_max.astype(np.float64)))
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
-def test_python_float_leaves_work_like_zero_dim_arrays(name):
+@pytest.mark.parametrize("opt", select(public=True))
+def test_python_float_leaves_work_like_zero_dim_arrays(opt):
   """Optax takes Python scalars as leaves (optax.adam does); so must we."""
-  tx = getattr(optax_bound, name)(learning_rate=0.1, weight_decay=1e-2)
+  tx = opt(learning_rate=0.1, weight_decay=1e-2)
   params = {"scale": 2.0, "w": jnp.ones(2)}
   as_arrays = jax.tree.map(jnp.asarray, params)
   grads = {"scale": 0.5, "w": jnp.full(2, 0.5)}
@@ -373,10 +379,11 @@ def test_python_float_leaves_work_like_zero_dim_arrays(name):
   assert _types(state) == _types(expected_state)
 
 
-@pytest.mark.parametrize("name", ["adabound", "amsbound", "adaboundw"])
-def test_a_tree_that_is_just_none_is_an_empty_tree(name):
+@pytest.mark.parametrize("opt", select(needs_params=False))
+def test_a_tree_that_is_just_none_is_an_empty_tree(opt):
   """As for optax.adam: no leaves, no updates, no error."""
-  tx = getattr(optax_bound, name)(learning_rate=0.1)
+  tx = opt(learning_rate=0.1)
   updates, state = tx.update(None, tx.init(None))
   assert updates is None
-  assert int(optax.tree.get(state, "count")) == 1
+  counts = optax.tree.get_all_with_path(state, "count")
+  assert counts and all(int(count) == 1 for _, count in counts)

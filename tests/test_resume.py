@@ -9,6 +9,7 @@ through host NumPy arrays and pickle; Orbax is tested elsewhere.
 import functools
 import pickle
 
+from _optimizers import UNDER_TEST
 from flax import serialization
 import jax
 import jax.numpy as jnp
@@ -24,13 +25,12 @@ STEPS = 8
 NAN_AT = 4
 INJECT_AT = 3
 
+# Every optimizer under test, and the wrappers and schedules whose state a
+# restart must carry as well.
 CONFIGS = {
-    "adabound": lambda: optax_bound.adabound(
-        learning_rate=3e-2, final_lr=0.1, gamma=0.1, weight_decay=1e-3),
-    "adaboundw": lambda: optax_bound.adaboundw(
-        learning_rate=3e-2, final_lr=0.1, gamma=0.1, weight_decay=1e-2),
-    "adabound_paper": lambda: optax_bound.adabound(
-        learning_rate=3e-2, final_lr=0.1, gamma=0.1, form="paper"),
+    **{opt.name: functools.partial(
+        opt, learning_rate=3e-2, final_lr=0.1, gamma=0.1)
+       for opt in UNDER_TEST},
     # lr_0 = 0 lives in the state: after a restart the bounds must still be
     # measured against the running peak.
     "amsbound_warmup_from_zero": lambda: optax_bound.amsbound(
@@ -42,7 +42,6 @@ CONFIGS = {
     "amsbound_apply_if_finite": lambda: optax.apply_if_finite(
         optax_bound.amsbound(learning_rate=3e-2, final_lr=0.1, gamma=0.1), 3),
 }
-NAMES = list(CONFIGS)
 
 
 def _params(dtype=jnp.float32):
@@ -124,7 +123,7 @@ def _assert_bitwise_equal(a, b):
         np.atleast_1d(x).view(np.uint8), np.atleast_1d(y).view(np.uint8))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_resume_after_k_steps_is_bitwise_the_uninterrupted_run(name):
   expected = _uninterrupted_run(name)
   # A new process: a new optimizer, with a template state from its init.
@@ -140,7 +139,7 @@ def test_resume_after_k_steps_is_bitwise_the_uninterrupted_run(name):
       _assert_bitwise_equal(resumed, expected[saved_at + 1:])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_two_identical_runs_are_bitwise_equal(name):
   tx, train = _fresh(name)
   params = _params()
