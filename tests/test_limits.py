@@ -3,7 +3,7 @@
 gamma -> 0 opens the bound: AdaBound is then Adam with the reference's eps
 placement. gamma -> infinity closes it on final_lr: AdaBound is then SGD with
 momentum dampened by b1 (Savarese, arXiv 1908.04457). In between, every
-effective step size lies in [lower(t), upper(t)].
+effective step size lies in [lower(t), upper(t)]: ``tests/test_properties.py``.
 """
 
 from _optimizers import select
@@ -20,11 +20,11 @@ STEPS = 50
 REFERENCE = select(public=True, weight_decay=None, paper_form=False)
 
 
-def _gradients(seed=0, shape=(6,)):
+def _gradients():
   """A fixed gradient sequence whose scales span 10^-6 .. 10^0 per element."""
-  rng = np.random.default_rng(seed)
-  scale = 10.0 ** np.linspace(-6, 0, shape[0])
-  return scale * (0.3 + rng.standard_normal((STEPS, *shape)))
+  rng = np.random.default_rng(0)
+  scale = 10.0 ** np.linspace(-6, 0, 6)
+  return scale * (0.3 + rng.standard_normal((STEPS, 6)))
 
 
 def _trajectory(tx, grads, params):
@@ -82,27 +82,6 @@ def test_huge_gamma_is_sgd_with_momentum_dampened_by_b1(opt):
     # optax.sgd's trace is g + b1 * trace = m / (1 - b1): scale its lr.
     sgd = _trajectory(optax.sgd(final_lr * (1 - b1), momentum=b1), grads, params)
   np.testing.assert_allclose(bounded, sgd, rtol=1e-10)
-
-
-@pytest.mark.parametrize("opt", select(within_reference_bounds=True))
-def test_every_effective_step_size_lies_within_the_bounds(opt):
-  final_lr, gamma = 0.1, 0.05
-  tx = opt(learning_rate=1e-2, final_lr=final_lr, gamma=gamma)
-  grads, params = _gradients(shape=(64,)), jnp.ones(64)
-  state = tx.init(params)
-  clipped_low = clipped_high = inside = 0
-  for t, g in enumerate(grads, start=1):
-    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
-    params = optax.apply_updates(params, updates)
-    sizes = np.asarray(optax_bound.effective_step_sizes(updates, state))
-    lower, upper = optax_bound.reference_bounds(jnp.float32(t), final_lr, gamma)
-    assert np.all(sizes >= float(lower) * (1 - 1e-6))
-    assert np.all(sizes <= float(upper) * (1 + 1e-6))
-    clipped_low += np.sum(np.isclose(sizes, lower, rtol=1e-6))
-    clipped_high += np.sum(np.isclose(sizes, upper, rtol=1e-6))
-    inside += np.sum((sizes > lower * 1.01) & (sizes < upper * 0.99))
-  # The sequence is built so that all three cases occur.
-  assert min(clipped_low, clipped_high, inside) > 50
 
 
 def test_paper_form_is_algorithm_2_of_the_paper():

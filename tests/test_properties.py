@@ -343,6 +343,36 @@ def test_every_effective_step_size_lies_within_the_bounds(
       normal], rtol=rtol)
 
 
+@pytest.mark.parametrize("opt", select(within_reference_bounds=True))
+def test_a_run_that_clips_at_both_bounds_stays_within_them(opt):
+  """The drawn runs are 6 steps long and need not reach every case of the clip.
+
+  This one is 50 steps of gradients whose sizes span 1e-6 .. 1 per element:
+  step sizes are clipped at the lower bound, at the upper bound and not at
+  all, each many times, and every one lies within the bounds.
+  """
+  final_lr, gamma, steps = 0.1, 0.05, 50
+  rng = np.random.default_rng(0)
+  scale = 10.0 ** np.linspace(-6, 0, 64)
+  grads = scale * (0.3 + rng.standard_normal((steps, 64)))
+  tx = opt(learning_rate=1e-2, final_lr=final_lr, gamma=gamma)
+  params = jnp.ones(64)
+  state = tx.init(params)
+  clipped_low = clipped_high = inside = 0
+  for t, g in enumerate(grads, start=1):
+    updates, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    params = optax.apply_updates(params, updates)
+    sizes = np.asarray(optax_bound.effective_step_sizes(updates, state))
+    lower, upper = optax_bound.reference_bounds(jnp.float32(t), final_lr, gamma)
+    assert np.all(sizes >= float(lower) * (1 - 1e-6))
+    assert np.all(sizes <= float(upper) * (1 + 1e-6))
+    clipped_low += np.sum(np.isclose(sizes, lower, rtol=1e-6))
+    clipped_high += np.sum(np.isclose(sizes, upper, rtol=1e-6))
+    inside += np.sum((sizes > lower * 1.01) & (sizes < upper * 0.99))
+  # The sequence is built so that all three cases occur.
+  assert min(clipped_low, clipped_high, inside) > 50
+
+
 @hypothesis.settings(max_examples=25, **SETTINGS)
 @hypothesis.given(
     opt=st.sampled_from(select(public=True, nu_max=True)),
