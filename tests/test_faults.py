@@ -221,11 +221,8 @@ def test_a_non_finite_gradient_poisons_only_its_own_elements(opt):
           [v for _, v in optax.tree.get_all_with_path(s_clean, field)])
 
 
-@pytest.mark.parametrize("opt", UNDER_TEST)
-def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
-  tx = optax.apply_if_finite(
-      opt(learning_rate=1e-2, final_lr=0.1),
-      max_consecutive_errors=5)
+def _scan(tx):
+  """A jitted run of ``tx``: (params, updates, state) after every step."""
 
   @jax.jit
   def run(params, grads):
@@ -235,6 +232,15 @@ def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
       params = optax.apply_updates(params, updates)
       return (params, state), (params, updates, state)
     return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
+
+  return run
+
+
+@pytest.mark.parametrize("opt", UNDER_TEST)
+def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
+  bare = opt(learning_rate=1e-2, final_lr=0.1)
+  tx = optax.apply_if_finite(bare, max_consecutive_errors=5)
+  run = _scan(tx)
 
   params = {"w": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
   good = [{"w": jnp.array([0.3, -0.2, 0.1]) * (i + 1), "b": jnp.array([1.0 - i])}
@@ -268,14 +274,22 @@ def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
                                 [0, 1, 0, 0, 1, 0, 1, 2, 0])
   np.testing.assert_array_equal(s_faulty.total_notfinite,
                                 [0, 1, 1, 1, 2, 2, 3, 4, 4])
-  # The good steps: bitwise the run that never saw the bad ones.
+  # The good steps: bitwise the run that never saw the bad ones, and the
+  # optimizer's own run, unwrapped, on the good gradients alone.
   kept = [i for i in range(len(sequence)) if i not in skipped]
+  unwrapped = _scan(bare)(params, stacked(good))
   for k, i in enumerate(kept):
-    jax.tree.map(np.testing.assert_array_equal, index(p_faulty, i),
-                 index(clean[0], k))
-    jax.tree.map(np.testing.assert_array_equal,
-                 index(s_faulty.inner_state, i),
-                 index(clean[2].inner_state, k))
+    for p_clean, s_clean in ((clean[0], clean[2].inner_state),
+                             (unwrapped[0], unwrapped[2])):
+      jax.tree.map(np.testing.assert_array_equal, index(p_faulty, i),
+                   index(p_clean, k))
+      jax.tree.map(np.testing.assert_array_equal,
+                   index(s_faulty.inner_state, i), index(s_clean, k))
+  # The skipped steps counted nothing, and stored nothing that is not finite.
+  counts = optax.tree.get_all_with_path(index(s_faulty.inner_state, -1),
+                                        "count")
+  assert counts and all(int(count) == len(kept) for _, count in counts)
+  assert _finite(s_faulty.inner_state)
 
 
 # -- Learning rates of 0: constant, injected, and schedules that start at 0.

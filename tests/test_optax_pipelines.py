@@ -162,38 +162,6 @@ def test_clip_by_global_norm_then_adabound_equals_adabound_on_clipped_grads():
   assert _max_abs_diff(params, unclipped) > 1e-3
 
 
-@jax.jit
-def _nan_at_step_3(params, x, y, t):
-  grads = _mean_grad(params, x, y, t)
-  kernel = grads["Dense_0"]["kernel"]
-  grads["Dense_0"]["kernel"] = jnp.where(
-      t == 3, kernel.at[0, 0].set(jnp.nan), kernel)
-  return grads
-
-
-def test_apply_if_finite_skips_a_nan_step_and_resumes_as_if_it_never_came():
-  amsbound = optax_bound.amsbound(learning_rate=1e-2, final_lr=0.1, gamma=1e-2)
-  tx = optax.apply_if_finite(amsbound, max_consecutive_errors=3)
-  xs, ys = _batches(6)
-  params, state, history = _run(tx, (xs, ys), grad_fn=_nan_at_step_3)
-  # Step 3 (0-based) moved nothing, counted nothing and stored no NaN.
-  (params_2, state_2, _), (params_3, state_3, updates_3) = history[2:4]
-  _assert_trees_equal(params_3, params_2)
-  _assert_trees_equal(state_3.inner_state, state_2.inner_state)
-  assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates_3))
-  assert int(state_3.notfinite_count) == 1
-  assert int(state.notfinite_count) == 0
-  assert int(state.total_notfinite) == 1
-  assert int(optax.tree.get(state, "count")) == 5
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
-
-  # The same run without the NaN batch: bitwise the same params and state.
-  keep = np.arange(6) != 3
-  plain_params, plain_state, _ = _run(amsbound, (xs[keep], ys[keep]))
-  _assert_trees_equal(params, plain_params)
-  _assert_trees_equal(state.inner_state, plain_state)
-
-
 def test_multisteps_accumulation_equals_the_large_batch_step():
   k, steps = 4, 3
   tx = optax.MultiSteps(ADABOUND, every_k_schedule=k)
