@@ -26,6 +26,7 @@ import optax_bound
 WORKER = pathlib.Path(worker.__file__)
 
 
+@pytest.mark.slow  # starts a process
 def test_resume_in_a_fresh_process_is_bitwise_equal_to_the_uninterrupted_run(
     tmp_path):
   midway = worker.train(worker.init_run(), 0, worker.SAVE_AT)

@@ -95,6 +95,7 @@ def test_step_size_correction_stays_finite_up_to_2_31_in_float32():
     np.testing.assert_allclose(correction[-1], 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_million_steps_of_lax_scan_stay_finite():
   final_lr, gamma, steps = 0.1, 1e-3, 1_000_000
   txs = (optax_bound.adabound(1e-2, final_lr=final_lr, gamma=gamma,

@@ -13,6 +13,11 @@ import optax_bound
 LEARNING_RATE = 0.1
 
 
+def _slow(*values):
+  """Parameters for the full run only: one compilation each, for every entry."""
+  return [pytest.param(value, marks=pytest.mark.slow) for value in values]
+
+
 def _parabola(dtype):
   initial = jnp.array([-1.0, 10.0, 1.0], dtype)
   target = jnp.array([1.0, -1.0, 1.0], dtype)
@@ -180,7 +185,7 @@ def test_missing_params_for_weight_decay_is_a_clear_error(opt):
 
 
 @pytest.mark.parametrize("dtype", [
-    jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64, jnp.complex64])
+    jnp.float32, *_slow(jnp.float16, jnp.bfloat16, jnp.float64, jnp.complex64)])
 @pytest.mark.parametrize("opt", UNDER_TEST)
 def test_state_dtypes_and_shapes_are_stable_under_cond(opt, dtype):
   with jax.enable_x64(dtype == jnp.float64):
@@ -205,7 +210,8 @@ def test_state_dtypes_and_shapes_are_stable_under_cond(opt, dtype):
 
 
 @pytest.mark.parametrize("opt", UNDER_TEST)
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+@pytest.mark.parametrize(
+    "dtype", [jnp.float32, *_slow(jnp.bfloat16, jnp.float16)])
 def test_updates_have_the_gradients_dtype(opt, dtype):
   tx = opt(learning_rate=LEARNING_RATE)
   params = jnp.array([1.0, 2.0], dtype)

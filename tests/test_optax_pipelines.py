@@ -17,6 +17,9 @@ from sklearn import datasets
 
 import optax_bound
 
+# Every test trains a model.
+pytestmark = pytest.mark.slow
+
 BATCH = 32
 # One instance, so that the tests that use it share its compiled step.
 ADABOUND = optax_bound.adabound(learning_rate=1e-2, final_lr=0.1, gamma=1e-2)

@@ -164,6 +164,7 @@ def _init_and_step(opt, hyperparameters, traced):
 
 
 # Every hyperparameter is drawn, weight decay included: the public aliases.
+@pytest.mark.slow  # a compilation per drawn tree
 @hypothesis.settings(max_examples=25, **SETTINGS)
 @hypothesis.given(
     opt=st.sampled_from(select(public=True)),
@@ -297,6 +298,7 @@ def _expected_bounds(hyperparameters, lr_0, lrs, counts):
   return final_lrs, lower, upper
 
 
+@pytest.mark.slow  # the heaviest property: 40 runs, a compilation per dtype
 @hypothesis.settings(max_examples=40, **SETTINGS)
 @hypothesis.given(
     opt=st.sampled_from(select(public=True, paper_form=False)),

@@ -3,9 +3,12 @@
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).parents[1] / "README.md"
 
 
+@pytest.mark.slow  # the Quickstart trains for 100 steps
 def test_readme_python_examples_run():
   blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
   assert len(blocks) >= 5

@@ -19,6 +19,9 @@ import pytest
 
 import optax_bound
 
+# Every test trains each run twice, in two freshly built optimizers.
+pytestmark = pytest.mark.slow
+
 STEPS = 8
 # Steps where something happens that the state must remember: a NaN gradient
 # skipped by optax.apply_if_finite, and a learning rate injected by hand.

@@ -16,6 +16,9 @@ import sys
 
 import pytest
 
+# Every test reads what one subprocess measured.
+pytestmark = pytest.mark.slow
+
 WORKER = pathlib.Path(__file__).with_name("_sharding_worker.py")
 MODES = ("auto", "explicit")
 
