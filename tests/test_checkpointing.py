@@ -12,6 +12,7 @@ import sys
 
 # tests/ is on sys.path (pytest puts it there): the worker is importable.
 import _checkpoint_worker as worker
+from _optimizers import UNDER_TEST
 from flax import serialization
 from flax import traverse_util
 import jax
@@ -69,16 +70,22 @@ def _bounded(prefix, moments):
           + [f"{prefix}inner_state.{name}" for name in moments])
 
 
-# The array names a checkpoint holds, as Orbax writes them. They are the
-# field names of ClipStepSizeByDynamicBoundState (initial_lr, peak_lr,
-# inner_state) and of Optax's ScaleByAdamState / ScaleByAmsgradState (count,
-# mu, nu, nu_max), behind the index of the chain element. Changing one breaks
-# every saved checkpoint: this list changes only with a new major version.
+# The array names a checkpoint holds, as Orbax writes them, for every
+# optimizer under test and for two wrappers. They are the field names of
+# ClipStepSizeByDynamicBoundState (initial_lr, peak_lr, inner_state) and of
+# Optax's ScaleByAdamState / ScaleByAmsgradState (count, mu, nu, nu_max),
+# behind the index of the chain element. Changing one breaks every saved
+# checkpoint: this list changes only with a new major version, and a new
+# optimizer under test adds its own.
 STABLE_NAMES = {
     "adabound": _bounded("1.", _ESTIMATOR),
-    "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
+    "amsbound": _bounded("1.", _ESTIMATOR + _NU_MAX),
+    "adabound_l2": _bounded("1.", _ESTIMATOR),
     "adaboundw": _bounded("0.", _ESTIMATOR),
+    "adaboundw_lr_scaled_decay": _bounded("0.", _ESTIMATOR),
     "adabound_paper": [*_bounded("1.", _ESTIMATOR), "2.count"],
+    "bounded_optax_adam": _bounded("", _ESTIMATOR),
+    "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
     "inject_hyperparams_adabound": [
         "count",
         *[f"hyperparams.{h}" for h in ("b1", "b2", "eps", "final_lr", "gamma",
@@ -86,20 +93,19 @@ STABLE_NAMES = {
         *_bounded("inner_state.1.", _ESTIMATOR),
     ],
 }
-_OPTIMIZERS = {
-    "adabound": lambda: optax_bound.adabound(),
+_CHECKPOINTED = {
+    **{opt.name: opt for opt in UNDER_TEST},
+    # A MaskedState with a mask, and the hyperparameters in the state.
     "amsbound_masked_decay": lambda: optax_bound.amsbound(
         weight_decay=1e-4, mask={"kernel": True, "bias": False}),
-    "adaboundw": lambda: optax_bound.adaboundw(weight_decay=1e-2),
-    "adabound_paper": lambda: optax_bound.adabound(form="paper"),
     "inject_hyperparams_adabound": lambda: optax.inject_hyperparams(
         optax_bound.adabound)(learning_rate=1e-3),
 }
 
 
-@pytest.mark.parametrize("name", list(STABLE_NAMES))
+@pytest.mark.parametrize("name", list(_CHECKPOINTED))
 def test_checkpoint_array_names_are_the_stable_field_names(name, tmp_path):
-  state = _OPTIMIZERS[name]().init(_PARAMS)
+  state = _CHECKPOINTED[name]().init(_PARAMS)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(tmp_path / name, state)
   checkpointer.wait_until_finished()
