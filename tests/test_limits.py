@@ -90,7 +90,8 @@ def test_paper_form_is_algorithm_2_of_the_paper():
   lr, final_lr, gamma, b1, b2, eps = 1e-2, 0.1, 0.01, 0.9, 0.999, 1e-8
   with jax.enable_x64(True):
     ours = _trajectory(
-        optax_bound.amsbound(lr, final_lr, b1, b2, gamma, eps, form="paper"),
+        optax_bound.amsbound(learning_rate=lr, final_lr=final_lr, b1=b1, b2=b2,
+                             gamma=gamma, eps=eps, form="paper"),
         grads, params)
   p, m, v, v_max, expected = params.copy(), 0.0, 0.0, 0.0, []
   for t, g in enumerate(grads, start=1):
