@@ -11,9 +11,8 @@ computed twice and no buffer is added: under ``jax.jit`` the estimator and the
 clip fuse into one pass over each parameter.
 
 The wrapped estimator must return a direction that is a positive per-element
-multiple of its ``mu`` (true of :func:`optax_bound.scale_by_adam`,
-:func:`optax_bound.scale_by_amsgrad`, ``optax.scale_by_adam`` and
-``optax.scale_by_amsgrad``). The clip then never divides by :math:`m_t`: with
+multiple of its ``mu`` (the contract of ``optax_bound._estimator``, checked
+when the bound is built). The clip then never divides by :math:`m_t`: with
 :math:`s = |\alpha_t d_t|`, the bounded step is
 
 .. math::
@@ -21,31 +20,37 @@ multiple of its ``mu`` (true of :func:`optax_bound.scale_by_adam`,
   u_t = \operatorname{sign}(m_t) \cdot
         \mathrm{clip}\left(s,\ \eta_l(t) |m_t|,\ \eta_u(t) |m_t|\right),
 
-which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t` and holds
-for complex parameters with :math:`\operatorname{sign}(m) = m / |m|`. For real
-ones :math:`\alpha_t d_t` already has the sign of :math:`m_t`, so :math:`u_t`
-is one of :math:`\alpha_t d_t`, :math:`\eta_l(t) m_t` and
-:math:`\eta_u(t) m_t`, each computed as the formula computes it, and two
-comparisons of magnitudes pick it: no sign to copy, and no elementwise ``min``
-or ``max``, whose NaN handling costs more than the comparison itself. This is
-for speed: under ``jax.jit`` on a CPU the pass that applies the update is
-about as busy computing as it is waiting for memory, and in bfloat16 this form
-took AdaBound's ResNet-34 step from about 1.9x to 1.5x ``optax.adam``'s; in
-float32 the two tie (``benchmarks/speed.py``, README "Speed and memory").
+which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l, \eta_u) \, m_t`. Since
+:math:`\alpha_t d_t` already has the phase of :math:`m_t`, :math:`u_t` is one
+of :math:`\alpha_t d_t`, :math:`\eta_l(t) m_t` and :math:`\eta_u(t) m_t`, and
+two comparisons of magnitudes pick it, for real and complex parameters alike:
+no sign to copy, no elementwise ``min`` or ``max``, and no division. The
+scalars of the step (the learning rate, the bounds clamped into
+:math:`0 \le \eta_l \le \eta_u \le` the dtype's largest value) are computed
+once per step and cast once per dtype, not once per leaf.
+
+Clamping the upper bound to a finite number is what keeps meta-gradients
+finite: an infinite upper bound (``gamma = 0``, or a ``bound_fn`` that opens
+the band) never wins the comparison, yet its product with :math:`m_t` would
+enter the backward pass as :math:`0 \cdot \infty`.
 
 The learning rate at step ``t`` is ``learning_rate(count)`` with the count
 before it is incremented (Optax's convention, and what a PyTorch scheduler
 gives the reference).
 """
 
+import functools
 from typing import Callable
 from typing import Literal
 from typing import NamedTuple
+from typing import get_args
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from optax_bound import _estimator
+from optax_bound import _numerics
 from optax_bound import _validation
 
 BoundFn = Callable[
@@ -54,12 +59,9 @@ BoundFn = Callable[
 """``bound_fn(t, final_lr, gamma) -> (lower, upper)``, with ``t`` counted from 1."""
 
 FinalLrCoupling = Literal["initial", "peak", "fixed"]
-FINAL_LR_COUPLINGS = ("initial", "peak", "fixed")
+FINAL_LR_COUPLINGS: tuple[str, ...] = get_args(FinalLrCoupling)
 
-
-def _float_dtype() -> jnp.dtype:
-  """float64 under ``jax_enable_x64``, else float32: the dtype of scalar math."""
-  return jax.dtypes.canonicalize_dtype(jnp.float64)
+_OWNER = "optax_bound.clip_step_size_by_dynamic_bound"
 
 
 def reference_bounds(
@@ -118,6 +120,10 @@ class ClipStepSizeByDynamicBoundState(NamedTuple):
   initial_lr: jax.typing.ArrayLike
   # shape=(), default float dtype: the largest learning rate used so far.
   peak_lr: jax.typing.ArrayLike
+  # shape=(), default float dtype: the band the last step's sizes were clipped
+  # into, after clamping to 0 <= lower <= upper (0 and inf before any step).
+  lower: jax.typing.ArrayLike
+  upper: jax.typing.ArrayLike
   inner_state: optax.OptState
 
 
@@ -148,8 +154,10 @@ def coupled_final_lr(
     peak_lr: The largest learning rate up to and including this step.
     coupling: ``'initial'`` (the reference: relative to ``lr_0``, or to the peak
       where ``lr_0 == 0``), ``'peak'`` (relative to the running peak, so that
-      the bounds follow a decay but not a warmup) or ``'fixed'`` (``final_lr``
-      as given, whatever the learning rate).
+      the bounds follow a decay but not a warmup: for a warmup that starts
+      above 0, where ``'initial'`` would multiply ``final_lr`` by the warmup's
+      whole rise) or ``'fixed'`` (``final_lr`` as given, whatever the learning
+      rate).
 
   Returns:
     The coupled final learning rate; 0 whenever the learning rate is 0 (unless
@@ -169,8 +177,9 @@ def coupled_final_lr(
     The authors' code, `Luolc/AdaBound <https://github.com/Luolc/AdaBound>`_
     ("lr_scheduler cannot affect final_lr, this is a workaround")
   """
+  _validation.check_choice("coupling", coupling, FINAL_LR_COUPLINGS)
   if coupling == "fixed":
-    return jnp.asarray(final_lr, _float_dtype())
+    return jnp.asarray(final_lr, _numerics.scalar_dtype())
   if coupling == "initial":
     reference = jnp.where(initial_lr > 0, initial_lr, peak_lr)
   else:
@@ -181,74 +190,54 @@ def coupled_final_lr(
   )
 
 
-def _bounded_update(g, direction, mu, learning_rate, lower, upper, sign):
-  """One leaf of the bounded update; see the module docstring."""
-  if g is None:
-    return None
-  dtype = jnp.result_type(direction, mu)
-  real_dtype = jnp.finfo(dtype).dtype
-  mu = mu.astype(dtype)
-  learning_rate = learning_rate.astype(real_dtype)
-  if jnp.iscomplexobj(mu):
-    mu_abs = jnp.abs(mu)
-    # With eps = 0 an underflowed second moment makes the direction infinite;
-    # a zero learning rate then means a zero step, not 0 * inf = NaN.
-    unbounded = jnp.where(
-        learning_rate > 0, jnp.abs(learning_rate * direction), 0
-    )
-    step = jnp.sign(mu) * jnp.clip(
-        unbounded,
-        lower.astype(real_dtype) * mu_abs,
-        upper.astype(real_dtype) * mu_abs,
-    )
-    # A zero mu has a zero update even where eps=0 made its direction 0/0.
-    step = jnp.where(mu_abs == 0, jnp.zeros_like(step), step)
-    return (sign * step).astype(jnp.result_type(g))
-  # Real parameters: the three candidate updates, each with the sign of mu
-  # and the sign flip (carried by the scalars) already on it. NaN bounds (NaN
-  # hyperparameters) make the rate NaN, so that the step is NaN as it is
-  # through clip. A zero learning rate is a zero step, as above, but a
-  # non-finite mu still poisons it (0 * inf), as it does the bounds in clip.
+def _clamped_bounds(lower, upper):
+  """The bounds as the step applies them: ``0 <= lower <= upper``, or NaN.
+
+  A lower bound below 0 never binds, one above the upper bound gives way to
+  it, and a negative upper bound (a negative ``final_lr`` from a schedule, or
+  a custom ``bound_fn``) is 0, not an ascent. A NaN bound (NaN
+  hyperparameters) makes both NaN, and so the step NaN, as through a clip.
+  """
+  lower = jnp.asarray(lower, _numerics.scalar_dtype())
+  upper = jnp.asarray(upper, _numerics.scalar_dtype())
   invalid = jnp.isnan(lower) | jnp.isnan(upper)
-  rate = jnp.where(invalid, jnp.nan, sign * learning_rate)
-  step = jnp.where(learning_rate > 0, rate * direction, (0 * rate) * mu)
-  # clip(s, lower |m|, upper |m|) with s >= 0: a lower bound below 0 never
-  # binds and one above the upper bound gives way to it, so clamping the
-  # scalar lower bound into [0, upper] lets two comparisons do the clip.
-  lower = jnp.minimum(jnp.maximum(lower, 0), upper)
-  lower_step = (sign * lower).astype(real_dtype) * mu
-  upper_step = (sign * upper).astype(real_dtype) * mu
+  nan = jnp.full_like(upper, jnp.nan)
+  upper = jax.lax.select(invalid, nan, jnp.maximum(upper, 0))
+  lower = jax.lax.select(invalid, nan, jnp.minimum(jnp.maximum(lower, 0), upper))
+  return lower, upper
+
+
+@functools.partial(jax.jit, static_argnames=("sign", "out_dtype"))
+def _bounded_pass(direction, mu, learning_rate, lower, upper, *, sign, out_dtype):
+  """One leaf of the bounded update; see the module docstring.
+
+  Jitted on its own, as the moments' pass is: traced once per distinct leaf
+  shape and dtype, inlined into a jitted step.
+  """
+  dtype = _numerics.arithmetic_dtype(direction.dtype, mu.dtype)
+  real = _numerics.real_dtype(dtype)
+  mu = mu.astype(dtype)
+  step = learning_rate.astype(real) * direction.astype(dtype)
+  lower_step = lower.astype(real) * mu
+  # Finite after the cast (float32's largest value is inf in bfloat16): an
+  # infinite upper bound never wins a comparison, but its product with mu
+  # would enter the backward pass as 0 * inf.
+  upper_step = jnp.minimum(upper.astype(real), jnp.finfo(real).max) * mu
   size = jnp.abs(step)
-  # Comparisons with NaN are False, so a NaN step stays NaN.
-  step = jnp.where(size < jnp.abs(lower_step), lower_step, step)
-  step = jnp.where(size > jnp.abs(upper_step), upper_step, step)
-  # A zero mu has a zero update even where eps=0 made its direction 0/0.
-  return jnp.where(mu == 0, jnp.zeros_like(step), step).astype(
-      jnp.result_type(g))
-
-
-_MISSING = object()
-
-
-def _estimator_field(inner_state: optax.OptState, name: str) -> optax.Updates:
-  """The field ``mu`` (first moment) or ``count`` of an Adam-family state."""
-  # A sentinel, because the first moment of the empty tree ``None`` is None.
-  value = optax.tree.get(inner_state, name, default=_MISSING)
-  if value is _MISSING:
-    raise ValueError(
-        "clip_step_size_by_dynamic_bound needs a moment estimator whose state "
-        f"has a field `{name}`, such as optax_bound.scale_by_adam or "
-        "optax_bound.scale_by_amsgrad."
-    )
-  return value
+  # A comparison with NaN is False: a NaN step (0 * inf at a learning rate of
+  # 0, or 0 / 0 where eps = 0 and mu = 0) takes the upper bound's step, which
+  # is 0 there; NaN bounds, or a NaN mu, make every candidate NaN.
+  step = _numerics.select(size <= jnp.abs(upper_step), step, upper_step)
+  step = _numerics.select(size < jnp.abs(lower_step), lower_step, step)
+  return (sign * step).astype(out_dtype)
 
 
 def clip_step_size_by_dynamic_bound(
     moment_estimator: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule = 1e-3,
-    final_lr: jax.typing.ArrayLike = 0.1,
-    gamma: jax.typing.ArrayLike = 1e-3,
     *,
+    final_lr: optax.ScalarOrSchedule = 0.1,
+    gamma: jax.typing.ArrayLike = 1e-3,
     bound_fn: BoundFn | None = None,
     final_lr_coupling: FinalLrCoupling = "initial",
     flip_sign: bool = True,
@@ -270,14 +259,24 @@ def clip_step_size_by_dynamic_bound(
   and the returned update is :math:`-u_t`, so the method starts like the
   wrapped estimator (wide bounds) and ends like SGD with momentum at
   :math:`\eta^*_t` (bounds collapsed). :math:`\eta_t` is never formed as a
-  quotient; see the module docstring.
+  quotient; see the module docstring. A learning rate below 0 (a schedule
+  that overshoots) is taken as 0: no step.
 
   Args:
-    moment_estimator: The Adam-family transform whose step size is bounded,
-      e.g. :func:`optax_bound.scale_by_amsgrad`.
+    moment_estimator: The Adam-family transform whose step size is bounded.
+      Its state must have fields ``mu`` and ``count``, and its direction must
+      be a positive per-element multiple of ``mu``. Known to hold this:
+      :func:`optax_bound.scale_by_adam`, :func:`optax_bound.scale_by_amsgrad`,
+      ``optax.scale_by_adam()``, ``optax.scale_by_amsgrad()``,
+      ``optax.scale_by_belief()`` (AdaBelief), ``optax.scale_by_yogi()``,
+      ``optax.scale_by_radam()``, ``optax.scale_by_adamax()``. Known to break
+      it, and rejected here: ``optax.scale_by_adam(nesterov=True)``,
+      ``optax.scale_by_lion()``. The contract is checked by a short probe run
+      when the bound is built.
     learning_rate: A global scaling factor, either fixed or evolving along
       iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
-    final_lr: The learning rate both bounds converge to (SGD's learning rate).
+    final_lr: The learning rate both bounds converge to (SGD's learning rate),
+      a number or a schedule of the step count.
     gamma: The convergence speed of the bounds; after about ``1 / gamma`` steps
       they are within a factor of 2 of ``final_lr``.
     bound_fn: ``bound_fn(t, final_lr, gamma) -> (lower, upper)``, with ``t``
@@ -293,117 +292,94 @@ def clip_step_size_by_dynamic_bound(
     :class:`ClipStepSizeByDynamicBoundState` around the estimator's state.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optax_bound
-    >>> tx = optax_bound.clip_step_size_by_dynamic_bound(
-    ...     optax_bound.scale_by_adam(), learning_rate=0.1, final_lr=0.1)
-    >>> params = jnp.array([1.0, 2.0, 3.0])
-    >>> state = tx.init(params)
-    >>> for _ in range(3):
-    ...   grads = jax.grad(lambda x: jnp.sum(x**2))(params)
-    ...   updates, state = tx.update(grads, state)
-    ...   params = optax.apply_updates(params, updates)
-    >>> print(params)
-    [0.70158833 1.7006254  2.7003837 ]
+    >>> import jax.numpy as jnp, optax_bound
+    >>> grads = jnp.array([2.0, 10.0, 100.0])
+    >>> # Adam's first step sizes, lr |d| / |m|, are 1 / |g| here: 0.5, 0.1 and
+    >>> # 0.01. gamma = 0 leaves them open; at t = 1 with gamma = 1 the band
+    >>> # is [0.05, 0.2]: the first is cut to the upper bound, the third
+    >>> # raised to the lower bound, and the update is step size * mu.
+    >>> for gamma in (0.0, 1.0):
+    ...   tx = optax_bound.clip_step_size_by_dynamic_bound(
+    ...       optax_bound.scale_by_adam(), learning_rate=0.1, final_lr=0.1,
+    ...       gamma=gamma)
+    ...   updates, state = tx.update(grads, tx.init(grads))
+    ...   print(" ".join(f"{u:.3f}" for u in updates))
+    -0.100 -0.100 -0.100
+    -0.040 -0.100 -0.500
 
   References:
     Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019
   """
-  _validation.check_finite_non_negative("learning_rate", learning_rate)
-  _validation.check_finite_non_negative("final_lr", final_lr)
-  _validation.check_non_negative("gamma", gamma)
+  _validation.check_hyperparameter(
+      "learning_rate", learning_rate, _validation.FINITE_NON_NEGATIVE,
+      schedule=True,
+  )
+  _validation.check_hyperparameter(
+      "final_lr", final_lr, _validation.FINITE_NON_NEGATIVE, schedule=True
+  )
+  _validation.check_hyperparameter("gamma", gamma, _validation.NON_NEGATIVE)
   _validation.check_choice(
       "final_lr_coupling", final_lr_coupling, FINAL_LR_COUPLINGS
   )
+  _estimator.check_estimator(moment_estimator, _OWNER)
   bounds = reference_bounds if bound_fn is None else bound_fn
   moment_estimator = optax.with_extra_args_support(moment_estimator)
   sign = -1 if flip_sign else 1
 
-  def learning_rate_at(count):
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
-    return jnp.asarray(lr, _float_dtype())
-
   def init_fn(params):
-    initial_lr = learning_rate_at(jnp.zeros([], jnp.int32))
+    initial_lr = _estimator.learning_rate_at(
+        learning_rate, jnp.zeros([], jnp.int32), "learning_rate"
+    )
     return ClipStepSizeByDynamicBoundState(
         # Distinct buffers, also from a learning rate passed as an array, so
         # that a step that donates its state donates each buffer once.
         initial_lr=jnp.array(initial_lr, copy=True),
         peak_lr=jnp.array(initial_lr, copy=True),
+        lower=jnp.zeros([], _numerics.scalar_dtype()),
+        upper=jnp.full([], jnp.inf, _numerics.scalar_dtype()),
         inner_state=moment_estimator.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
+    _validation.check_state(_OWNER, state, ClipStepSizeByDynamicBoundState)
     directions, inner_state = moment_estimator.update(
         updates, state.inner_state, params, **extra_args
     )
-    # The estimator has counted this step: t is its count, and the schedule
-    # is read one step earlier, at the count before the increment.
-    count = _estimator_field(inner_state, "count")
-    lr = learning_rate_at(_estimator_field(state.inner_state, "count"))
+    # The estimator has counted this step: t is its count, and the schedules
+    # are read one step earlier, at the count before the increment.
+    count = _estimator.field(inner_state, "count", _OWNER)
+    previous_count = _estimator.field(state.inner_state, "count", _OWNER)
+    lr = _estimator.learning_rate_at(learning_rate, previous_count, "learning_rate")
     peak_lr = jnp.maximum(state.peak_lr, lr)
-    lower, upper = bounds(
-        count.astype(_float_dtype()),
-        coupled_final_lr(
-            final_lr, lr, state.initial_lr, peak_lr, final_lr_coupling
-        ),
-        gamma,
+    final_lr_t = coupled_final_lr(
+        _estimator.learning_rate_at(final_lr, previous_count, "final_lr"),
+        lr, state.initial_lr, peak_lr, final_lr_coupling,
     )
+    lower, upper = _clamped_bounds(
+        *bounds(count.astype(_numerics.scalar_dtype()), final_lr_t, gamma)
+    )
+    def bounded_step(g, direction, mu):
+      if g is None:
+        return None
+      return _bounded_pass(
+          direction, mu, lr, lower, upper, sign=sign,
+          out_dtype=_numerics.update_dtype(jnp.asarray(g), mu),
+      )
+
     updates = jax.tree.map(
-        lambda g, d, m: _bounded_update(g, d, m, lr, lower, upper, sign),
+        bounded_step,
         updates,
         directions,
-        _estimator_field(inner_state, "mu"),
+        _estimator.field(inner_state, "mu", _OWNER),
         is_leaf=lambda x: x is None,
     )
     return updates, ClipStepSizeByDynamicBoundState(
         initial_lr=state.initial_lr,
         peak_lr=peak_lr.astype(state.peak_lr.dtype),
+        lower=lower.astype(state.lower.dtype),
+        upper=upper.astype(state.upper.dtype),
         inner_state=inner_state,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def effective_step_sizes(
-    updates: optax.Updates, state: optax.OptState
-) -> optax.Updates:
-  r"""The per-element step sizes :math:`|u_t| / |m_t|` a bounded step applied.
-
-  Pass the updates and the new state of one step of
-  :func:`optax_bound.adabound`, :func:`optax_bound.amsbound` or any chain that
-  ends in :func:`clip_step_size_by_dynamic_bound`: the result is the clipped
-  step size of every element, which lies in ``[lower(t), upper(t)]``. (For
-  :func:`optax_bound.adaboundw` the decoupled decay is part of the updates, so
-  pass ``weight_decay=0`` to observe the step sizes.)
-
-  Args:
-    updates: The updates returned by the step.
-    state: The optimizer state returned by the same step; its ``mu`` is read.
-
-  Returns:
-    A tree like ``updates``: the step size of each element, NaN where the
-    first moment is 0 and the step size is undefined.
-
-  Examples:
-    >>> import jax.numpy as jnp, optax_bound
-    >>> params = jnp.array([2.0, -10.0, 100.0])
-    >>> # At t = 1 with gamma = 1 the bounds are [0.05, 0.2]. Adam's step sizes,
-    >>> # 1 / |g| here (0.5, 0.1 and 0.01), are clipped into them.
-    >>> tx = optax_bound.adabound(learning_rate=0.1, final_lr=0.1, gamma=1.0)
-    >>> updates, state = tx.update(params, tx.init(params))
-    >>> print(optax_bound.effective_step_sizes(updates, state))
-    [0.20000002 0.09999933 0.05      ]
-
-  References:
-    Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
-    <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019 (Figure 1)
-  """
-  return jax.tree.map(
-      lambda u, m: None if u is None else jnp.where(
-          m == 0, jnp.nan, jnp.abs(u) / jnp.abs(m).astype(jnp.abs(u).dtype)
-      ),
-      updates,
-      _estimator_field(state, "mu"),
-      is_leaf=lambda x: x is None,
-  )

@@ -32,10 +32,14 @@ ones of the same precision.
 """
 
 
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from optax_bound import _numerics
 from optax_bound import _validation
 
 
@@ -45,30 +49,18 @@ def _abs_sq(g: jax.Array) -> jax.Array:
   return g * g
 
 
-def _saturate(v: jax.Array) -> jax.Array:
-  """The second moment, held at the dtype's largest value instead of +inf.
-
-  A gradient above ~1.8e19 (float32, bfloat16) squares to inf; an infinite
-  moment would pin its element at the lower bound for ever, and turn into
-  0 * inf = NaN with ``b2 = 0``. Finite moments are unchanged, bit for bit.
-  """
-  # A select, not jnp.minimum: with minimum, XLA recomputes the moment inside
-  # the pass that updates the parameters (reading g and the old nu again) and
-  # so has to copy the old nu before it is overwritten in place: 12 more bytes
-  # per parameter, and AdaBound's step took 2.7x optax.adam's on ResNet-34.
-  # NaN > max is False, so NaN stays NaN, as through minimum.
-  big = jnp.finfo(v.dtype).max
-  return jnp.where(v > big, big, v)
-
-
-def _real_zeros_like(tree: optax.Params) -> optax.Params:
-  """Zeros in the real dtype of each leaf (float32 for a complex64 leaf).
+def _real_zeros_like(
+    tree: optax.Params, dtype: jax.typing.DTypeLike | None
+) -> optax.Params:
+  """Zeros in ``dtype``, or in the real dtype of each leaf (float32 for complex64).
 
   ``zeros_like`` keeps each parameter's sharding, so every moment is born on
   its parameter's shards, never replicated.
   """
   return jax.tree.map(
-      lambda p: jnp.zeros_like(p, dtype=jnp.finfo(jnp.result_type(p)).dtype),
+      lambda p: jnp.zeros_like(
+          p, dtype=dtype or _numerics.real_dtype(jnp.result_type(p))
+      ),
       tree,
   )
 
@@ -100,75 +92,118 @@ def reference_step_size_correction(
     Kingma & Ba, `Adam: A Method for Stochastic Optimization
     <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (Section 2, last paragraph)
   """
-  t = jnp.asarray(count, jax.dtypes.canonicalize_dtype(jnp.float64))
+  t = jnp.asarray(count, _numerics.scalar_dtype())
   return jnp.sqrt(1 - b2**t) / (1 - b1**t)
 
 
+class _LeafStep(NamedTuple):
+  """What one leaf's pass computes: the direction and the new moments."""
+
+  direction: jax.Array
+  mu: jax.Array
+  nu: jax.Array
+  nu_max: jax.Array | None
+
+
+@functools.partial(jax.jit, static_argnames=("out_dtype", "add_eps_root"))
+def _moment_pass(g, m, v, v_max, correction, b1, one_minus_b1, b2,
+                 one_minus_b2, eps, eps_root, *, out_dtype, add_eps_root):
+  """One leaf's pass: the new moments and the direction, in one fused loop.
+
+  Jitted on its own so that a tree traces it once per distinct leaf shape and
+  dtype, not once per leaf (``jax.jit`` inlines it into a jitted step; eagerly
+  it is one dispatch per leaf instead of one per operation).
+  """
+  dtype = _numerics.arithmetic_dtype(g.dtype, m.dtype, v.dtype)
+  real = _numerics.real_dtype(dtype)
+  g = g.astype(dtype)
+  new_m = b1 * m.astype(dtype) + one_minus_b1 * g
+  # The moments keep the dtypes they were created with (traced float32
+  # hyperparameters would promote them); saturate after the cast, since
+  # float32's largest value rounds to inf in bfloat16.
+  new_v = _numerics.saturate(
+      (b2 * v.astype(real) + one_minus_b2 * _abs_sq(g)).astype(v.dtype)
+  )
+  denominator_moment = new_v
+  if v_max is not None:
+    v_max = jnp.maximum(v_max, new_v)
+    denominator_moment = v_max
+  root_argument = denominator_moment.astype(real)
+  if add_eps_root:
+    root_argument = root_argument + eps_root
+  # (correction / denominator) * m, in the reference's order of rounding.
+  direction = (correction.astype(real) / (jnp.sqrt(root_argument) + eps)) * new_m
+  return _LeafStep(
+      direction=direction.astype(out_dtype),
+      mu=new_m.astype(m.dtype),
+      nu=new_v,
+      nu_max=v_max,
+  )
+
+
 def _scale_by_reference_moments(
+    owner: str,
     b1: jax.typing.ArrayLike,
     b2: jax.typing.ArrayLike,
     eps: jax.typing.ArrayLike,
+    eps_root: jax.typing.ArrayLike,
     mu_dtype: jax.typing.DTypeLike | None,
+    nu_dtype: jax.typing.DTypeLike | None,
     bias_correction: bool,
     use_max: bool,
 ) -> optax.GradientTransformation:
   """The shared body of :func:`scale_by_adam` and :func:`scale_by_amsgrad`."""
-  _validation.check_decay_rate("b1", b1)
-  _validation.check_decay_rate("b2", b2)
-  _validation.check_non_negative("eps", eps)
+  _validation.check_hyperparameter("b1", b1, _validation.DECAY_RATE)
+  _validation.check_hyperparameter("b2", b2, _validation.DECAY_RATE)
+  _validation.check_hyperparameter("eps", eps, _validation.NON_NEGATIVE)
+  _validation.check_hyperparameter("eps_root", eps_root, _validation.NON_NEGATIVE)
+  _validation.check_dtype("mu_dtype", mu_dtype)
+  _validation.check_dtype("nu_dtype", nu_dtype, complex_ok=False)
+  state_type = optax.ScaleByAmsgradState if use_max else optax.ScaleByAdamState
+  # A literal 0 adds nothing: leave it out of the traced program.
+  add_eps_root = not _validation.is_concrete_zero(eps_root)
 
   def init_fn(params):
     _validation.check_inexact_leaves(params)
     mu = optax.tree.zeros_like(params, dtype=mu_dtype)
-    nu = _real_zeros_like(params)
+    nu = _real_zeros_like(params, nu_dtype)
+    for moment in jax.tree.leaves((mu, nu)):
+      _validation.check_decay_rate_in_dtype("b1", b1, moment.dtype)
+      _validation.check_decay_rate_in_dtype("b2", b2, moment.dtype)
     count = jnp.zeros([], jnp.int32)
     if use_max:
       return optax.ScaleByAmsgradState(
-          count=count, mu=mu, nu=nu, nu_max=_real_zeros_like(params)
+          count=count, mu=mu, nu=nu, nu_max=_real_zeros_like(params, nu_dtype)
       )
     return optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
   def update_fn(updates, state, params=None):
     del params
+    _validation.check_state(owner, state, state_type)
     _validation.check_same_structure(updates, state.mu)
-    mu = jax.tree.map(
-        lambda g, m: None if g is None else b1 * m + (1 - b1) * g,
-        updates, state.mu, is_leaf=lambda x: x is None,
-    )
-    nu = jax.tree.map(
-        lambda g, v: None if g is None else b2 * v + (1 - b2) * _abs_sq(g),
-        updates, state.nu, is_leaf=lambda x: x is None,
-    )
-    # Traced hyperparameters (optax.inject_hyperparams) can promote a
-    # low-precision moment; the state keeps the dtypes it was created with.
-    # Saturate after the cast: float32's largest value rounds to inf in
-    # bfloat16.
-    nu = jax.tree.map(_saturate, optax.tree.cast_like(nu, state.nu))
     count = optax.safe_increment(state.count)
-    if use_max:
-      nu_max = jax.tree.map(
-          lambda v, v_max: None if v is None else jnp.maximum(v_max, v),
-          nu, state.nu_max, is_leaf=lambda x: x is None,
-      )
-      nu_max = optax.tree.cast_like(nu_max, state.nu_max)
-      denominator_moment = nu_max
-    else:
-      denominator_moment = nu
     if bias_correction:
       correction = reference_step_size_correction(b1, b2, count)
     else:
-      correction = jnp.ones([], jax.dtypes.canonicalize_dtype(jnp.float64))
+      correction = jnp.ones([], _numerics.scalar_dtype())
+    # 1 - b computed here, in Python where b is a number: in the pass it
+    # would round differently.
+    hyperparams = (b1, 1 - b1, b2, 1 - b2, eps, eps_root)
 
-    def direction(m, v):
-      if m is None:
+    def leaf_step(g, m, v, v_max=None):
+      if g is None:
         return None
-      # (correction / denominator) * m, in the reference's order of rounding.
-      return (correction.astype(v.dtype) / (jnp.sqrt(v) + eps)) * m
+      g = jnp.asarray(g)
+      return _moment_pass(
+          g, m, v, v_max, correction, *hyperparams,
+          out_dtype=_numerics.update_dtype(g, m), add_eps_root=add_eps_root,
+      )
 
-    directions = jax.tree.map(
-        direction, mu, denominator_moment, is_leaf=lambda x: x is None
+    moments = (state.mu, state.nu) + ((state.nu_max,) if use_max else ())
+    steps = jax.tree.map(
+        leaf_step, updates, *moments, is_leaf=lambda x: x is None
     )
-    mu = optax.tree.cast_like(mu, state.mu)
+    directions, mu, nu, nu_max = _numerics.unzip(steps, _LeafStep)
     if use_max:
       return directions, optax.ScaleByAmsgradState(
           count=count, mu=mu, nu=nu, nu_max=nu_max
@@ -182,8 +217,10 @@ def scale_by_adam(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
     mu_dtype: jax.typing.DTypeLike | None = None,
     *,
+    nu_dtype: jax.typing.DTypeLike | None = None,
     bias_correction: bool = True,
 ) -> optax.GradientTransformation:
   r"""Rescale updates by Adam's moments, as AdaBound's reference code does.
@@ -207,8 +244,15 @@ def scale_by_adam(
     b1: Decay rate for the exponentially weighted average of grads.
     b2: Decay rate for the exponentially weighted average of squared grads.
     eps: Term added to the square root of the raw second moment.
+    eps_root: Term added to the raw second moment inside the square root, as in
+      ``optax.scale_by_adam``: a positive value keeps gradients *through* the
+      update finite where it is 0 (a dead unit, in meta-learning). 0 is the
+      reference.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
+    nu_dtype: Optional `dtype` of the second moment; if
+      `None`, the real dtype of each parameter. ``jnp.bfloat16`` halves its
+      memory; the arithmetic runs in float32 or wider either way.
     bias_correction: Whether to apply the factor
       :math:`\sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`. ``False`` gives the
       paper's Algorithm 2, which has none.
@@ -218,16 +262,15 @@ def scale_by_adam(
     ``optax.ScaleByAdamState`` (``count``, ``mu``, ``nu``).
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optax_bound
-    >>> tx = optax.chain(optax_bound.scale_by_adam(), optax.scale(-0.1))
-    >>> params = jnp.array([1.0, 2.0, 3.0])
-    >>> state = tx.init(params)
-    >>> for _ in range(3):
-    ...   grads = jax.grad(lambda x: jnp.sum(x**2))(params)
-    ...   updates, state = tx.update(grads, state)
-    ...   params = optax.apply_updates(params, updates)
-    >>> print(params)
-    [0.70158833 1.7006254  2.7003837 ]
+    >>> import jax.numpy as jnp, optax, optax_bound
+    >>> # Adam's first direction is sign(g), unless |g| is near eps: eps on
+    >>> # the raw root weighs more than on Optax's bias-corrected one.
+    >>> grads = jnp.array([1e-9, 1e-6, 1e-3])
+    >>> for tx in (optax_bound.scale_by_adam(), optax.scale_by_adam()):
+    ...   directions, _ = tx.update(grads, tx.init(grads))
+    ...   print(" ".join(f"{d:.4f}" for d in directions))
+    0.0032 0.7597 0.9997
+    0.0909 0.9901 1.0000
 
   References:
     Kingma & Ba, `Adam: A Method for Stochastic Optimization
@@ -237,7 +280,8 @@ def scale_by_adam(
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019
   """
   return _scale_by_reference_moments(
-      b1, b2, eps, mu_dtype, bias_correction, use_max=False
+      "optax_bound.scale_by_adam", b1, b2, eps, eps_root, mu_dtype, nu_dtype,
+      bias_correction, use_max=False,
   )
 
 
@@ -245,8 +289,10 @@ def scale_by_amsgrad(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
     eps: jax.typing.ArrayLike = 1e-8,
+    eps_root: jax.typing.ArrayLike = 0.0,
     mu_dtype: jax.typing.DTypeLike | None = None,
     *,
+    nu_dtype: jax.typing.DTypeLike | None = None,
     bias_correction: bool = True,
 ) -> optax.GradientTransformation:
   r"""Rescale updates by AMSGrad's moments, as AMSBound's reference code does.
@@ -268,8 +314,15 @@ def scale_by_amsgrad(
     b1: Decay rate for the exponentially weighted average of grads.
     b2: Decay rate for the exponentially weighted average of squared grads.
     eps: Term added to the square root of the running maximum.
+    eps_root: Term added to the running maximum inside the square root, as in
+      ``optax.scale_by_adam``: a positive value keeps gradients *through* the
+      update finite where it is 0 (a dead unit, in meta-learning). 0 is the
+      reference.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
+    nu_dtype: Optional `dtype` of the second moment and its running maximum; if
+      `None`, the real dtype of each parameter. ``jnp.bfloat16`` halves its
+      memory; the arithmetic runs in float32 or wider either way.
     bias_correction: Whether to apply the factor
       :math:`\sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`. ``False`` gives the
       paper's Algorithm 2, which has none.
@@ -279,16 +332,19 @@ def scale_by_amsgrad(
     ``optax.ScaleByAmsgradState`` (``count``, ``mu``, ``nu``, ``nu_max``).
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optax_bound
-    >>> tx = optax.chain(optax_bound.scale_by_amsgrad(), optax.scale(-0.1))
-    >>> params = jnp.array([1.0, 2.0, 3.0])
-    >>> state = tx.init(params)
-    >>> for _ in range(3):
-    ...   grads = jax.grad(lambda x: jnp.sum(x**2))(params)
-    ...   updates, state = tx.update(grads, state)
-    ...   params = optax.apply_updates(params, updates)
-    >>> print(params)
-    [0.70158833 1.7006254  2.7003837 ]
+    >>> import jax.numpy as jnp, optax_bound
+    >>> # After a gradient of 10, Adam's second moment decays and its
+    >>> # directions grow back; AMSGrad's running maximum holds them down.
+    >>> for tx in (optax_bound.scale_by_adam(b2=0.9),
+    ...            optax_bound.scale_by_amsgrad(b2=0.9)):
+    ...   state = tx.init(jnp.zeros(()))
+    ...   directions = []
+    ...   for g in (10.0, 1.0, 1.0):
+    ...     d, state = tx.update(jnp.asarray(g), state)
+    ...     directions.append(f"{d:.4f}")
+    ...   print(" ".join(directions))
+    1.0000 0.7605 0.6672
+    1.0000 0.7255 0.6075
 
   References:
     Reddi et al., `On the Convergence of Adam and Beyond
@@ -298,5 +354,6 @@ def scale_by_amsgrad(
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019
   """
   return _scale_by_reference_moments(
-      b1, b2, eps, mu_dtype, bias_correction, use_max=True
+      "optax_bound.scale_by_amsgrad", b1, b2, eps, eps_root, mu_dtype, nu_dtype,
+      bias_correction, use_max=True,
   )
