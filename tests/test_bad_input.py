@@ -34,7 +34,7 @@ RANGES = {
 }
 BAD_VALUES = {
     "learning_rate": [-1e-3, np.nan, np.float32(-1.0), jnp.asarray(-1.0)],
-    "final_lr": [-0.1, np.nan, jnp.array([0.1, -0.1])],
+    "final_lr": [-0.1, np.nan],
     "b1": [1.0, -0.1, 1.5, np.nan],
     "b2": [1.0, -1e-9, np.nan],
     "gamma": [-1e-3, np.nan],
@@ -71,6 +71,13 @@ def test_public_blocks_reject_invalid_hyperparameters(block, arg, value):
   make, _ = BLOCKS[block]
   with pytest.raises(ValueError, match=_message(arg)):
     make(**{arg: value})
+
+
+@pytest.mark.parametrize("opt", select(public=True))
+def test_array_hyperparameter_raises_naming_its_shape(opt):
+  with pytest.raises(ValueError, match=re.escape(
+      "`final_lr` must be a scalar, got an array of shape (2,).")):
+    opt(final_lr=jnp.array([0.1, -0.1]))
 
 
 @pytest.mark.parametrize("arg", ["learning_rate", "final_lr", "weight_decay"])

@@ -45,8 +45,9 @@ def test_resume_in_a_fresh_process_is_bitwise_equal_to_the_uninterrupted_run(
       check=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resumed = dict(np.load(out))
 
-  # 4 param leaves; count, initial_lr, peak_lr; mu, nu and nu_max of each.
-  assert len(uninterrupted) == 4 + 3 + 3 * 4
+  # 4 param leaves; count, initial_lr, peak_lr, lower, upper; mu, nu and
+  # nu_max of each.
+  assert len(uninterrupted) == 4 + 5 + 3 * 4
   for name in ("orbax", "msgpack"):
     for key, value in uninterrupted.items():
       np.testing.assert_array_equal(resumed.pop(f"{name}/{key}"), value,
@@ -66,17 +67,18 @@ _NU_MAX = ["nu_max.bias", "nu_max.kernel"]
 
 
 def _bounded(prefix, moments):
-  return ([f"{prefix}initial_lr", f"{prefix}peak_lr"]
+  return ([f"{prefix}{name}" for name in ("initial_lr", "peak_lr", "lower",
+                                          "upper")]
           + [f"{prefix}inner_state.{name}" for name in moments])
 
 
 # The array names a checkpoint holds, as Orbax writes them, for every
 # optimizer under test and for two wrappers. They are the field names of
-# ClipStepSizeByDynamicBoundState (initial_lr, peak_lr, inner_state) and of
-# Optax's ScaleByAdamState / ScaleByAmsgradState (count, mu, nu, nu_max),
-# behind the index of the chain element. Changing one breaks every saved
-# checkpoint: this list changes only with a new major version, and a new
-# optimizer under test adds its own.
+# ClipStepSizeByDynamicBoundState (initial_lr, peak_lr, lower, upper,
+# inner_state) and of Optax's ScaleByAdamState / ScaleByAmsgradState (count,
+# mu, nu, nu_max), behind the index of the chain element. Changing one breaks
+# every saved checkpoint: this list changes only with a new major version,
+# and a new optimizer under test adds its own.
 STABLE_NAMES = {
     "adabound": _bounded("1.", _ESTIMATOR),
     "amsbound": _bounded("1.", _ESTIMATOR + _NU_MAX),
@@ -88,8 +90,8 @@ STABLE_NAMES = {
     "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
     "inject_hyperparams_adabound": [
         "count",
-        *[f"hyperparams.{h}" for h in ("b1", "b2", "eps", "final_lr", "gamma",
-                                       "learning_rate", "weight_decay")],
+        *[f"hyperparams.{h}" for h in ("b1", "b2", "eps", "eps_root",
+                                       "final_lr", "gamma", "learning_rate")],
         *_bounded("inner_state.1.", _ESTIMATOR),
     ],
 }
