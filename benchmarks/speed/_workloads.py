@@ -13,6 +13,12 @@ the names and layouts Flax gives them, without the models themselves:
 * ``gpt2``: GPT-2 small (124M) as Flax/Transformers name it: token and position
   embeddings, 12 blocks of LayerNorm, attention and MLP, the final LayerNorm.
   148 leaves, 124,439,808 parameters.
+* ``deep_stack``: many small leaves, as a deep model has them: 125 blocks of
+  a transformer's four dense layers (attention's fused query-key-value and
+  output projections, the MLP's up and down projections), each a ``kernel``
+  and a ``bias``, at width 128 and without the norms. 1000 leaves of 4
+  distinct kernel shapes, 24,720,000 parameters: the tree where the work that
+  tracing and compiling do per leaf shows most.
 * ``single_buffer``: one flat leaf, to show how the cost of a step grows with
   its size, free of per-leaf overhead.
 
@@ -78,6 +84,19 @@ def gpt2(d_model: int = 768, n_layer: int = 12, vocab: int = 50257,
           "wpe": {"embedding": (n_ctx, d_model)},
           "h": blocks,
           "ln_f": layer_norm()}
+
+
+def deep_stack(n_blocks: int = 125, d_model: int = 128) -> Shapes:
+  """500 (kernel, bias) pairs of a transformer-like stack; see the module docstring."""
+
+  def dense(n_in, n_out):
+    return {"kernel": (n_in, n_out), "bias": (n_out,)}
+
+  return {f"block_{i}": {"attn_qkv": dense(d_model, 3 * d_model),
+                         "attn_out": dense(d_model, d_model),
+                         "mlp_in": dense(d_model, 4 * d_model),
+                         "mlp_out": dense(4 * d_model, d_model)}
+          for i in range(n_blocks)}
 
 
 def single_buffer(size: int) -> Shapes:

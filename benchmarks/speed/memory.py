@@ -5,10 +5,13 @@
 
 For each optimizer and tree (``_workloads``), three measures:
 
-* **State**: the bytes of the state that ``tx.init`` returns (or that a
-  PyTorch optimizer holds after one step), per parameter, and how many
-  param-sized buffers that is. AdaBound should keep 2 (``mu``, ``nu``),
-  AMSBound 3 (and ``nu_max``), and nothing else but a few scalars.
+* **State**: the bytes of the arrays of the state that ``tx.init`` returns
+  (or that a PyTorch optimizer holds after one step), per parameter, and how
+  many param-sized buffers that is. AdaBound should keep 2 (``mu``, ``nu``),
+  AMSBound 3 (and ``nu_max``), AdaMod 3 (``mu``, ``nu`` and the average of
+  step sizes ``s``), and nothing else but a few scalars: 8, 12 and 12 bytes
+  per float32 parameter. With ``mu_dtype=nu_dtype=jnp.bfloat16`` (the rows
+  "... bf16 moments") AdaBound and AMSBound should keep 4 and 6.
 * **XLA's plan**: ``compiled.memory_analysis()`` of the jitted step with its
   parameters and state donated. Its peak minus its arguments is what the step
   allocates beyond its inputs (temporaries, and outputs that could not reuse a
@@ -42,10 +45,19 @@ from tqdm.auto import tqdm
 from benchmarks._common import report
 from benchmarks.speed import _workloads
 from benchmarks.speed import step_time
+import optax_bound
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter; fixing it also stops glibc
 MMAP_THRESHOLD = 64 * 1024  # from raising the threshold as big blocks are freed.
 MEASURED_STEPS = 2
+# Ours with their moments in bfloat16 (AMSBound's running maximum follows
+# nu_dtype): the memory they save on a float32 model.
+BF16_MOMENTS = dict(mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16)
+OPTIMIZERS = {
+    **step_time.JAX_OPTIMIZERS,
+    "adabound bf16 moments": lambda: optax_bound.adabound(**BF16_MOMENTS),
+    "amsbound bf16 moments": lambda: optax_bound.amsbound(**BF16_MOMENTS),
+}
 STATUS = pathlib.Path("/proc/self/status")
 CLEAR_REFS = pathlib.Path("/proc/self/clear_refs")
 
@@ -138,10 +150,9 @@ def run_tree(workload: step_time.Workload, dtype: str, optimizers: list[str],
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   records = {}
   for name in optimizers:
-    if name in step_time.JAX_OPTIMIZERS:
-      records[name] = _jax_record(step_time.JAX_OPTIMIZERS[name], params, grads,
-                                  rss)
-    progress.update()
+    if name in OPTIMIZERS:
+      records[name] = _jax_record(OPTIMIZERS[name], params, grads, rss)
+      progress.update()
   wanted = [n for n in optimizers if n in step_time.TORCH_PEERS]
   if peers and wanted and dtype == "float32":
     leaves = step_time.torch_params(params, grads)
@@ -151,6 +162,8 @@ def run_tree(workload: step_time.Workload, dtype: str, optimizers: list[str],
     del leaves
   for record in records.values():
     record["state_bytes_per_param"] = record["state_bytes"] / n_params
+    record["param_sized_state_bytes_per_param"] = (
+        record["param_sized_state_bytes"] / n_params)
     record["param_sized_buffers"] = (record["param_sized_state_bytes"]
                                      / param_bytes)
   return {"workload": workload.key, "label": workload.label, "dtype": dtype,
@@ -166,7 +179,7 @@ def _table(tree: dict[str, Any]) -> str:
   rows = []
   for name, r in tree["optimizers"].items():
     xla = r["xla"] or {}
-    rows.append([name, f"{r['state_bytes_per_param']:.2f}",
+    rows.append([name, f"{r['param_sized_state_bytes_per_param']:.2f}",
                  f"{r['param_sized_buffers']:.2f}",
                  f"{r['state_bytes'] - r['param_sized_state_bytes']}",
                  per_param(xla.get("extra_donated")),
@@ -192,11 +205,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   mode.add_argument("--tiny", action="store_true",
                     help="tiny trees of the same structure (the smoke test)")
   parser.add_argument("--workloads", help="comma-separated, of: resnet34, "
-                      "gpt2 (default both; resnet34 with --quick)")
+                      "deep_stack, gpt2 (default resnet34,gpt2; resnet34 "
+                      "with --quick)")
   parser.add_argument("--dtypes", help="comma-separated (default float32,"
                       "bfloat16; float32 with --quick)")
   parser.add_argument("--optimizers", default=",".join(
-      [*step_time.JAX_OPTIMIZERS, *step_time.TORCH_PEERS]),
+      [*OPTIMIZERS, *step_time.TORCH_PEERS]),
       help="comma-separated (default: all)")
   parser.add_argument("--out", type=pathlib.Path, help="where memory.json "
                       "goes (default benchmarks/results/speed, or "
@@ -210,8 +224,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       dtypes=tuple(split(args.dtypes or (
           "float32" if args.quick else "float32,bfloat16"))))
   optimizers = split(args.optimizers)
-  unknown = set(optimizers) - set(step_time.JAX_OPTIMIZERS) - set(step_time.TORCH_PEERS)
-  unknown |= set(settings.workloads) - {"resnet34", "gpt2"}
+  unknown = set(optimizers) - set(OPTIMIZERS) - set(step_time.TORCH_PEERS)
+  unknown |= set(settings.workloads) - {"resnet34", "deep_stack", "gpt2"}
   if unknown:
     parser.error(f"unknown optimizers or workloads: {sorted(unknown)}")
   out = args.out or report.RESULTS / ("tmp/speed" if args.quick or args.tiny
