@@ -47,6 +47,34 @@ def test_train_state_with_adabound_trains_digits(name, digits):
         jnp.shape, state.params)
 
 
+@pytest.mark.slow
+def test_watching_the_bound_records_each_epoch_and_leaves_training_unchanged(
+    digits):
+  tx = optax_bound.amsbound(learning_rate=_digits.LEARNING_RATE,
+                            final_lr=_digits.FINAL_LR, gamma=_digits.GAMMA)
+  model = _digits.linen_model("mlp")
+  runs = [_digits.fit_linen(_digits.linen_state(model, tx, seed=0), digits,
+                            epochs=2, batch_size=BATCH_SIZE,
+                            observe_bound=observe_bound)
+          for observe_bound in (False, True)]
+  (plain, unwatched), (watched_state, watched) = runs
+  # The twin step that returns the updates applies exactly the same step.
+  jax.tree.map(np.testing.assert_array_equal,
+               (plain.params, plain.opt_state),
+               (watched_state.params, watched_state.opt_state))
+  assert unwatched.train_loss == watched.train_loss
+  assert unwatched.bound is None
+  assert [b["step"] for b in watched.bound] == [22, 44]
+  for b in watched.bound:
+    lower, upper = optax_bound.reference_bounds(
+        jnp.float32(b["step"]), _digits.FINAL_LR, _digits.GAMMA)
+    np.testing.assert_allclose([b["lower"], b["upper"]], [lower, upper],
+                               rtol=1e-6)
+    assert 0 <= b["fraction_at_lower"] <= 1 and 0 <= b["fraction_at_upper"] <= 1
+    assert lower <= b["median_step_size"] <= upper
+  assert watched.bound[0]["fraction_at_upper"] > 0.1
+
+
 def test_train_state_step_with_donated_state_matches_the_plain_step(digits):
   tx = optax_bound.adabound(learning_rate=1e-2, final_lr=0.1, gamma=1e-2)
   model = _digits.linen_model("mlp")

@@ -61,6 +61,36 @@ def test_nnx_optimizer_with_amsbound_trains_digits(name, digits):
     assert jax.tree.map(jnp.shape, moment) == jax.tree.map(jnp.shape, params)
 
 
+@pytest.mark.slow
+def test_watching_the_bound_records_each_epoch_and_leaves_training_unchanged(
+    digits):
+  make = lambda: optax_bound.adabound(learning_rate=_digits.LEARNING_RATE,
+                                      final_lr=_digits.FINAL_LR,
+                                      gamma=_digits.GAMMA)
+  runs = []
+  for observe_bound in (False, True):
+    model = _digits.nnx_model("mlp", seed=0)
+    _, history = _digits.fit_nnx(model, make(), digits, epochs=2,
+                                 batch_size=BATCH_SIZE,
+                                 observe_bound=observe_bound)
+    runs.append((nnx.to_pure_dict(nnx.state(model, nnx.Param)), history))
+  (plain, unwatched), (watched_params, watched) = runs
+  # The twin step that returns the updates applies exactly the same step.
+  _assert_trees_equal(plain, watched_params)
+  assert unwatched.train_loss == watched.train_loss
+  assert unwatched.bound is None
+  assert [b["step"] for b in watched.bound] == [22, 44]
+  for b in watched.bound:
+    lower, upper = optax_bound.reference_bounds(
+        jnp.float32(b["step"]), _digits.FINAL_LR, _digits.GAMMA)
+    np.testing.assert_allclose([b["lower"], b["upper"]], [lower, upper],
+                               rtol=1e-6)
+    assert 0 <= b["fraction_at_lower"] <= 1 and 0 <= b["fraction_at_upper"] <= 1
+    assert lower <= b["median_step_size"] <= upper
+  # Early in the run Adam's step sizes are large: the upper bound binds.
+  assert watched.bound[0]["fraction_at_upper"] > 0.1
+
+
 class _MlpWithBatchNorm(nnx.Module):
   """Params and BatchStat variables: only the Params are optimized."""
 

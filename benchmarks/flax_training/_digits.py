@@ -17,6 +17,11 @@ initializers (Flax's defaults), so their numbers can be read side by side:
 ``fit_nnx`` and ``fit_linen`` are the canonical loops of each API:
 ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` updated by ``nnx.jit``, and
 ``TrainState.create(..., tx=tx)`` updated by ``state.apply_gradients``.
+With ``observe_bound=True`` they also watch the bound: the last step of each
+epoch is taken by a twin of the step that returns the updates it applied, and
+``optax_bound.bound_stats`` reads the band and the fractions at its edges
+from those updates and the new state, outside the step. The other steps are
+the canonical step itself, so watching costs them nothing.
 ``load_data`` is that split; ``optimizer`` names the optimizers the scripts
 compare; ``parse_args`` and
 ``run`` are the scripts' shared arguments and their run, with its final table.
@@ -45,6 +50,7 @@ import optax_bound
 
 MODELS = ("mlp", "cnn")
 OPTIMIZERS = ("amsbound", "adabound", "adam", "sgdm")
+BOUNDED = ("amsbound", "adabound")  # The optimizers whose bound is watched.
 # The scripts' defaults, and the tests'. final_lr = 1.0 is the README's rule:
 # SGD with momentum 0.9 trains these models well at 0.1, and 0.1 / (1 - b1)
 # = 1.0. 1 / gamma = 100 steps (4.5 epochs) puts the switch from Adam-like
@@ -58,6 +64,21 @@ class History(NamedTuple):
   train_loss: list[float]  # The mean minibatch loss of each epoch.
   test_accuracy: float  # After the last epoch.
   seconds: float  # Wall time of the training loop, compilation included.
+  # With observe_bound: after each epoch's last step, its step count and
+  # optax_bound.bound_stats (lower, upper, fraction_at_lower,
+  # fraction_at_upper, median_step_size). None without.
+  bound: list[dict[str, float]] | None = None
+
+
+# Outside the step: compiled once, called once an epoch.
+_bound_stats = jax.jit(optax_bound.bound_stats)
+
+
+def bound_summary(bound: dict[str, float]) -> str:
+  """``band [lower, upper] at lower x% at upper y%``, for a progress bar."""
+  return (f"band [{bound['lower']:.3g}, {bound['upper']:.3g}] at lower "
+          f"{100 * bound['fraction_at_lower']:.0f}% at upper "
+          f"{100 * bound['fraction_at_upper']:.0f}%")
 
 
 def load_data() -> datasets.Split:
@@ -95,6 +116,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+OnEpoch = Callable[[int, float, dict[str, float] | None], None]
+
+
 def _fit(
     step: Callable[[np.ndarray, np.ndarray], jax.Array],
     predict: Callable[[np.ndarray], jax.Array],
@@ -103,23 +127,36 @@ def _fit(
     epochs: int,
     batch_size: int,
     seed: int,
-    on_epoch: Callable[[int, float], None] | None,
+    on_epoch: OnEpoch | None,
+    observed_step: Callable[[np.ndarray, np.ndarray], tuple[jax.Array, Any]]
+    | None = None,
 ) -> History:
   """The loop of both APIs: ``step(x, y) -> loss`` over shuffled epochs.
 
-  ``predict(x) -> labels`` is called once, on the test split, after the last
-  epoch.
+  ``observed_step(x, y) -> (loss, bound_stats)``, if given, takes the last
+  step of each epoch in place of ``step``. ``predict(x) -> labels`` is called
+  once, on the test split, after the last epoch.
   """
   start = time.perf_counter()
-  losses = []
+  losses, bounds = [], []
+  taken = 0
   for epoch in range(epochs):
-    epoch_losses = [step(data.x_train[i], data.y_train[i])
-                    for i in batches(len(data.y_train), batch_size, epoch, seed)]
+    *most, last = batches(len(data.y_train), batch_size, epoch, seed)
+    epoch_losses = [step(data.x_train[i], data.y_train[i]) for i in most]
+    if observed_step is None:
+      epoch_losses.append(step(data.x_train[last], data.y_train[last]))
+    else:
+      loss, stats = observed_step(data.x_train[last], data.y_train[last])
+      epoch_losses.append(loss)
+      bounds.append({"step": taken + len(most) + 1, **{
+          k: float(v) for k, v in jax.device_get(stats._asdict()).items()}})
+    taken += len(most) + 1
     losses.append(float(np.mean(jax.device_get(epoch_losses))))
     if on_epoch is not None:
-      on_epoch(epoch, losses[-1])
+      on_epoch(epoch, losses[-1], bounds[-1] if bounds else None)
   accuracy = float(np.mean(np.asarray(predict(data.x_test)) == data.y_test))
-  return History(losses, accuracy, time.perf_counter() - start)
+  return History(losses, accuracy, time.perf_counter() - start,
+                 bounds if observed_step is not None else None)
 
 
 # Flax NNX.
@@ -158,13 +195,23 @@ def nnx_model(name: str, seed: int) -> nnx.Module:
   return model_class(rngs=nnx.Rngs(seed))
 
 
+def _nnx_step_and_updates(
+    model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, Any]:
+  loss, grads = nnx.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
+  updates = optimizer.update(model, grads)
+  return loss, updates
+
+
 @nnx.jit
 def _nnx_train_step(
     model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
 ) -> jax.Array:
-  loss, grads = nnx.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
-  optimizer.update(model, grads)
-  return loss
+  return _nnx_step_and_updates(model, optimizer, x, y)[0]
+
+
+# The same step, returning the updates it applied too: bound_stats reads them.
+_nnx_observed_step = nnx.jit(_nnx_step_and_updates)
 
 
 @nnx.jit
@@ -180,16 +227,25 @@ def fit_nnx(
     epochs: int,
     batch_size: int,
     seed: int = 0,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: OnEpoch | None = None,
+    observe_bound: bool = False,
 ) -> tuple[nnx.Optimizer, History]:
   """Trains ``model`` in place with ``nnx.Optimizer(model, tx, wrt=nnx.Param)``.
 
-  ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
+  ``on_epoch(epoch, mean_loss, bound)`` is called after each epoch (a
+  progress bar); ``bound`` is that epoch's entry of ``History.bound``, which
+  ``observe_bound=True`` records for an optimizer with a bound.
   """
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  def observed_step(x, y):
+    loss, updates = _nnx_observed_step(model, optimizer, x, y)
+    return loss, _bound_stats(updates, nnx.as_pure(optimizer.opt_state))
+
   history = _fit(lambda x, y: _nnx_train_step(model, optimizer, x, y),
                  lambda x: _nnx_predict(model, x), data, epochs=epochs,
-                 batch_size=batch_size, seed=seed, on_epoch=on_epoch)
+                 batch_size=batch_size, seed=seed, on_epoch=on_epoch,
+                 observed_step=observed_step if observe_bound else None)
   return optimizer, history
 
 
@@ -230,16 +286,36 @@ def linen_state(
       apply_fn=model.apply, params=params, tx=tx)
 
 
+def _linen_loss_and_grads(
+    state: train_state.TrainState, x: jax.Array, y: jax.Array
+) -> tuple[jax.Array, Any]:
+  def loss_fn(params: Any) -> jax.Array:
+    return cross_entropy(state.apply_fn({"params": params}, x), y)
+
+  return jax.value_and_grad(loss_fn)(state.params)
+
+
 @jax.jit
 def linen_train_step(
     state: train_state.TrainState, x: jax.Array, y: jax.Array
 ) -> tuple[train_state.TrainState, jax.Array]:
   """One step of ``state.apply_gradients`` on the mean cross-entropy."""
-  def loss_fn(params: Any) -> jax.Array:
-    return cross_entropy(state.apply_fn({"params": params}, x), y)
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  loss, grads = _linen_loss_and_grads(state, x, y)
   return state.apply_gradients(grads=grads), loss
+
+
+@jax.jit
+def _linen_observed_step(
+    state: train_state.TrainState, x: jax.Array, y: jax.Array
+) -> tuple[train_state.TrainState, jax.Array, Any]:
+  """``linen_train_step``, and the updates ``apply_gradients`` applied.
+
+  ``apply_gradients`` does not return them, so they are computed beside it
+  from the same inputs: the same computation, which XLA shares.
+  """
+  loss, grads = _linen_loss_and_grads(state, x, y)
+  updates, _ = state.tx.update(grads, state.opt_state, state.params)
+  return state.apply_gradients(grads=grads), loss, updates
 
 
 @jax.jit
@@ -254,11 +330,14 @@ def fit_linen(
     epochs: int,
     batch_size: int,
     seed: int = 0,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: OnEpoch | None = None,
+    observe_bound: bool = False,
 ) -> tuple[train_state.TrainState, History]:
   """Trains a ``TrainState`` by ``apply_gradients``; returns the last state.
 
-  ``on_epoch(epoch, mean_loss)`` is called after each epoch (a progress bar).
+  ``on_epoch(epoch, mean_loss, bound)`` is called after each epoch (a
+  progress bar); ``bound`` is that epoch's entry of ``History.bound``, which
+  ``observe_bound=True`` records for an optimizer with a bound.
   """
   # A TrainState is a value: each step replaces the one the loop holds.
   latest = [state]
@@ -267,9 +346,14 @@ def fit_linen(
     latest[0], loss = linen_train_step(latest[0], x, y)
     return loss
 
+  def observed_step(x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, Any]:
+    latest[0], loss, updates = _linen_observed_step(latest[0], x, y)
+    return loss, _bound_stats(updates, latest[0].opt_state)
+
   history = _fit(step, lambda x: _linen_predict(latest[0], x), data,
                  epochs=epochs, batch_size=batch_size, seed=seed,
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch,
+                 observed_step=observed_step if observe_bound else None)
   return latest[0], history
 
 
@@ -308,8 +392,11 @@ def run(
 ) -> str:
   """Parses ``script``'s arguments, trains every (model, optimizer, seed), reports.
 
-  ``fit_one(model_name, tx, data, epochs=, batch_size=, seed=, on_epoch=)``
-  is the one place where the NNX and Linen scripts differ.
+  ``fit_one(model_name, tx, data, epochs=, batch_size=, seed=, on_epoch=,
+  observe_bound=)`` is the one place where the NNX and Linen scripts differ.
+  The progress bar shows each epoch's loss and, for AdaBound and AMSBound,
+  the band and the fractions of step sizes at its edges after the epoch's
+  last step.
   """
   args = parse_args(script, argv)
   data = load_data()
@@ -317,13 +404,19 @@ def run(
           for opt in args.optimizers for seed in range(args.seeds)]
   results = []
   with tqdm.tqdm(total=len(runs) * args.epochs, unit="epoch") as bar:
+
+    def on_epoch(epoch, loss, bound):
+      del epoch
+      bar.update()
+      bar.set_postfix_str(f"loss {loss:.3f}" + (
+          f", {bound_summary(bound)}" if bound else ""))
+
     for model_name, opt_name, seed in runs:
       bar.set_description(f"{model_name} {opt_name} seed {seed}")
       tx = optimizer(opt_name, args.learning_rate, args.final_lr, args.gamma)
       _, history = fit_one(
           model_name, tx, data, epochs=args.epochs, batch_size=args.batch_size,
-          seed=seed, on_epoch=lambda _, loss: (
-              bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
+          seed=seed, on_epoch=on_epoch, observe_bound=opt_name in BOUNDED)
       results.append({"model": model_name, "optimizer": opt_name,
                       "seed": seed, **history._asdict()})
   return _print_and_save(args, results)
@@ -338,13 +431,17 @@ def _print_and_save(args: argparse.Namespace, results: list[dict[str, Any]]) -> 
               if r["model"] == model_name and r["optimizer"] == opt_name]
       accuracy = np.array([r["test_accuracy"] for r in runs])
       loss = np.array([r["train_loss"][-1] for r in runs])
+      # The band is the same for every seed; the fractions are their mean.
+      last = [r["bound"][-1] for r in runs if r["bound"]]
+      bound = bound_summary({k: float(np.mean([b[k] for b in last]))
+                             for k in last[0]}) if last else ""
       rows.append([model_name, opt_name,
                    f"{accuracy.mean():.4f} +- {accuracy.std():.4f}",
-                   f"{loss.mean():.4f} +- {loss.std():.4f}",
+                   f"{loss.mean():.4f} +- {loss.std():.4f}", bound,
                    float(np.mean([r["seconds"] for r in runs]))])
   table = report.table(
       ["model", "optimizer", "test accuracy", "final train loss",
-       "seconds / run"], rows)
+       "bound after the last step", "seconds / run"], rows)
   print(table)
   path = report.write_json(args.out, {
       "args": {k: v if isinstance(v, (int, float, list)) else str(v)
