@@ -19,6 +19,7 @@ from benchmarks.study import bounds
 from benchmarks.study import paths
 from benchmarks.study import robustness
 from benchmarks.study import training
+import optax_bound
 
 
 def _json(path):
@@ -60,6 +61,16 @@ def test_bounds_adabound_step_sizes_lie_in_the_band_and_adams_do_not(tmp_path):
   bounds.run(bounds.Settings(steps=50), 1, tmp_path)
   result = _json(tmp_path / "bounds.json")
   lower, upper = np.array(result["lower"]), np.array(result["upper"])
+  # The band read from the state by bound_stats is the reference band of
+  # each step t, its final_lr following the lr schedule (lr / 10 at 75%).
+  t = np.arange(1, 51)
+  final_lr = bounds.FINAL_LR * np.where(
+      t - 1 < int(training.DECAY_AT * 50), 1.0, 0.1)
+  reference = optax_bound.reference_bounds(
+      jnp.asarray(t, jnp.float32), jnp.asarray(final_lr, jnp.float32),
+      result["gamma"])
+  np.testing.assert_allclose(lower, reference[0], rtol=1e-6)
+  np.testing.assert_allclose(upper, reference[1], rtol=1e-6)
   for name in ("AdaBound", "AMSBound"):
     q = np.array(result["runs"][name]["quantiles"])
     assert np.all(q[:, 0] >= lower * (1 - 1e-4))
