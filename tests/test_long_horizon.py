@@ -30,7 +30,9 @@ def _with_counts(state, count):
 
 
 # Injected: inject_hyperparams keeps a count of its own, which must saturate too.
-@pytest.mark.parametrize("injected", [False, True], ids=["plain", "injected"])
+@pytest.mark.parametrize("injected", [
+    pytest.param(False, id="plain"),
+    pytest.param(True, id="injected", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("opt", UNDER_TEST)
 def test_step_count_saturates_at_the_int32_limit(opt, injected):
   final_lr, gamma = 0.1, 1e-3

@@ -114,8 +114,9 @@ def test_float_and_constant_schedule_give_bitwise_equal_steps(opt):
 
 @pytest.mark.parametrize("opt", select(public=True))
 @pytest.mark.parametrize("learning_rate", [
-    3e-2, optax.exponential_decay(3e-2, 2, 0.5, staircase=True)],
-    ids=["float", "schedule"])
+    pytest.param(3e-2, id="float"),
+    pytest.param(optax.exponential_decay(3e-2, 2, 0.5, staircase=True),
+                 id="schedule", marks=pytest.mark.slow)])
 def test_inject_hyperparams_matches_the_plain_optimizer(opt, learning_rate):
   kwargs = dict(learning_rate=learning_rate, final_lr=0.05, gamma=0.1)
   plain = opt(**kwargs)
