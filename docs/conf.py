@@ -1,0 +1,64 @@
+"""Sphinx configuration of the optax_bound site.
+
+The build is offline: no intersphinx inventories are fetched. Names from
+Optax, JAX and NumPy stay plain code, and the nitpicky build (``-n``) is told
+to let exactly those go unresolved (``nitpick_ignore_regex`` below). MathJax
+is loaded by the reader's browser when a page is viewed, not at build time.
+
+The figures live once, under ``benchmarks/results/``: pages reference them by
+a relative path (``../benchmarks/results/...``), as the README does, and
+Sphinx copies each one it meets into ``_images/`` of the built site.
+"""
+
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # autodoc imports the package from this clone
+
+import optax_bound  # noqa: E402
+
+project = "optax_bound"
+author = "optax_bound developers"
+copyright = "optax_bound developers"
+release = optax_bound.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build"]
+
+# Markdown: $...$ and $$...$$ math, ```{directive} fences, and anchors for
+# the headings of levels 1 to 3, so that page.md#a-heading links resolve.
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_heading_anchors = 3
+
+# The docstrings are Google style (Args, Returns, Examples, References).
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+autodoc_member_order = "bysource"
+# The signatures show names and defaults, not type hints: JAX and Optax aliases
+# (optax.ScalarOrSchedule, jax.typing.ArrayLike) are expanded at run time into
+# unions of ten types. Each Args entry says what the argument takes.
+autodoc_typehints = "none"
+autosummary_generate = False  # api.md lists every entry itself
+
+# Offline and nitpicky: a reference to Optax, JAX or NumPy (in a signature's
+# type hints, or a docstring's :func:`optax.adam`) has no inventory to resolve
+# against, so it stays plain code. Only those namespaces are let go; any
+# other unresolved name fails the build.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(optax|jax|jnp|numpy|np)(\..*)?"),
+]
+
+html_theme = "furo"
+html_title = f"optax_bound {release}"
