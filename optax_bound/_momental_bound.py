@@ -86,8 +86,11 @@ def _momental_pass(direction, mu, average, learning_rate, b3, one_minus_b3, *,
   new_average = _numerics.select(
       undefined, old_average, b3 * old_average + one_minus_b3 * step_size
   )
-  # min(eta, s) * m: the estimator's own step wherever it is within s.
-  bounded = _numerics.select(step_size <= new_average, step, new_average * mu)
+  # min(eta, s) * m, from eta and s only: with the estimator's step in the
+  # first branch, XLA would keep both it and eta in memory between the loop
+  # that writes the average and the one that writes the update.
+  bounded = _numerics.select(
+      step_size <= new_average, step_size, new_average) * mu
   return _LeafStep(
       update=(sign * bounded).astype(out_dtype),
       step_size_average=new_average.astype(average.dtype),
