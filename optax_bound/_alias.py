@@ -77,6 +77,7 @@ def _add_decayed_weights(
   )
   if weight_decay is None or _validation.is_concrete_zero(weight_decay):
     return _with_state_check(optax.identity(), owner, optax.EmptyState)
+  _validation.check_mask(mask)
   scheduled = callable(weight_decay)
 
   def init_fn(params):
@@ -256,7 +257,8 @@ def adabound(
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
       should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip.
+      weight decay to, and `False` for those you want to skip. Under
+      ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
     nu_dtype: Optional `dtype` of the second moment; if `None`, the real
@@ -362,7 +364,8 @@ def amsbound(
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
       should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip.
+      weight decay to, and `False` for those you want to skip. Under
+      ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
     nu_dtype: Optional `dtype` of the second moment and its running maximum;
@@ -468,7 +471,8 @@ def adaboundw(
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
       should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip.
+      weight decay to, and `False` for those you want to skip. Under
+      ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
     nu_dtype: Optional `dtype` of the second moment; if `None`, the real
@@ -586,7 +590,8 @@ def adamod(
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
       should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip.
+      weight decay to, and `False` for those you want to skip. Under
+      ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
     mu_dtype: Optional `dtype` to be used for the first order accumulator; if
       `None` then the `dtype` is inferred from `params` and `updates`.
     nu_dtype: Optional `dtype` of the second moment; if `None`, the real

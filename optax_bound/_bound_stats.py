@@ -29,16 +29,18 @@ _ELSEWHERE = object()
 class BoundStats(NamedTuple):
   """What the bound did on one step; see :func:`bound_stats`."""
 
-  # The band the step sizes were clipped into: the dynamic bound's
-  # [lower(t), upper(t)]; for the momental bound, 0 and the median of its
-  # per-element bounds.
+  #: The lower end of the band the step sizes were clipped into: the dynamic
+  #: bound's lower(t); 0 for the momental bound.
   lower: jax.Array
+  #: The upper end: the dynamic bound's upper(t); for the momental bound, the
+  #: median of its per-element bounds.
   upper: jax.Array
-  # The share of elements (with a nonzero first moment) whose step size was
-  # set by the lower and by the upper bound.
+  #: The share of elements (with a nonzero first moment) whose step size was
+  #: set by the lower bound.
   fraction_at_lower: jax.Array
+  #: The share of elements whose step size was set by the upper bound.
   fraction_at_upper: jax.Array
-  # The median of the elements' step sizes |u| / |m|.
+  #: The median of the elements' step sizes :math:`|u| / |m|`.
   median_step_size: jax.Array
 
 
@@ -113,7 +115,7 @@ def effective_step_sizes(
     state: The optimizer state returned by the same step.
 
   Returns:
-    A tree like ``updates``: the step size of each element; NaN where the
+    The step size of each element, in a tree like ``updates``; NaN where the
     first moment is 0 and the step size is undefined, and for parameters that
     no bound updates (a group frozen by ``optax.set_to_zero``, say).
 

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_bound import _estimator
 from optax_bound import _numerics
 from optax_bound import _validation
 
@@ -210,7 +211,8 @@ def _scale_by_reference_moments(
       )
     return directions, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return _estimator.keeps_the_contract(
+      optax.GradientTransformation(init_fn, update_fn))
 
 
 def scale_by_adam(

@@ -139,6 +139,26 @@ def check_dtype(name: str, dtype: Any, *, complex_ok: bool = True) -> None:
     )
 
 
+def check_mask(mask: Any) -> None:
+  """Raises ``ValueError`` for a mask that is one boolean, not a tree or callable.
+
+  ``optax.inject_hyperparams`` takes a callable ``mask`` for a schedule, calls
+  it with the step count and passes on what it returns, a single boolean,
+  unless ``mask`` is named in ``static_args``: the decay would be switched off
+  (or on) for every parameter, silently.
+  """
+  dtype = getattr(mask, "dtype", None)
+  if isinstance(mask, (bool, np.bool_)) or (
+      dtype is not None and np.shape(mask) == () and jnp.dtype(dtype) == jnp.bool_
+  ):
+    raise ValueError(
+        "`mask` must be a tree of booleans like the params, or a callable "
+        f"returning one; got the single boolean {mask!r}. Under "
+        "optax.inject_hyperparams, name a callable mask in static_args: "
+        "inject_hyperparams(optax_bound.adabound, static_args=('mask',))."
+    )
+
+
 def is_concrete_zero(value: Any) -> bool:
   """Whether ``value`` is a plain number equal to zero (not a schedule or array)."""
   return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
