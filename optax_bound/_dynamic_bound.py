@@ -121,7 +121,9 @@ class ClipStepSizeByDynamicBoundState(NamedTuple):
   # shape=(), default float dtype: the largest learning rate used so far.
   peak_lr: jax.typing.ArrayLike
   # shape=(), default float dtype: the band the last step's sizes were clipped
-  # into, after clamping to 0 <= lower <= upper (0 and inf before any step).
+  # into, after clamping to 0 <= lower <= upper <= the dtype's largest value
+  # (an open bound is stored as that value, so that the state stays finite;
+  # 0 and the largest value before any step).
   lower: jax.typing.ArrayLike
   upper: jax.typing.ArrayLike
   inner_state: optax.OptState
@@ -191,7 +193,7 @@ def coupled_final_lr(
 
 
 def _clamped_bounds(lower, upper):
-  """The bounds as the step applies them: ``0 <= lower <= upper``, or NaN.
+  """The bounds as the step applies them: ``0 <= lower <= upper < inf``, or NaN.
 
   A lower bound below 0 never binds, one above the upper bound gives way to
   it, and a negative upper bound (a negative ``final_lr`` from a schedule, or
@@ -202,7 +204,9 @@ def _clamped_bounds(lower, upper):
   upper = jnp.asarray(upper, _numerics.scalar_dtype())
   invalid = jnp.isnan(lower) | jnp.isnan(upper)
   nan = jnp.full_like(upper, jnp.nan)
-  upper = jax.lax.select(invalid, nan, jnp.maximum(upper, 0))
+  # Finite: an open bound is the dtype's largest value.
+  upper = jax.lax.select(
+      invalid, nan, jnp.clip(upper, 0, jnp.finfo(upper.dtype).max))
   lower = jax.lax.select(invalid, nan, jnp.minimum(jnp.maximum(lower, 0), upper))
   return lower, upper
 
@@ -328,6 +332,7 @@ def clip_step_size_by_dynamic_bound(
   sign = -1 if flip_sign else 1
 
   def init_fn(params):
+    _validation.check_inexact_leaves(params)
     initial_lr = _estimator.learning_rate_at(
         learning_rate, jnp.zeros([], jnp.int32), "learning_rate"
     )
@@ -337,12 +342,17 @@ def clip_step_size_by_dynamic_bound(
         initial_lr=jnp.array(initial_lr, copy=True),
         peak_lr=jnp.array(initial_lr, copy=True),
         lower=jnp.zeros([], _numerics.scalar_dtype()),
-        upper=jnp.full([], jnp.inf, _numerics.scalar_dtype()),
+        upper=jnp.full(
+            [], jnp.finfo(_numerics.scalar_dtype()).max, _numerics.scalar_dtype()
+        ),
         inner_state=moment_estimator.init(params),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(_OWNER, state, ClipStepSizeByDynamicBoundState)
+    mu = _estimator.field(state.inner_state, "mu", _OWNER)
+    if not isinstance(mu, optax.MaskedNode):
+      _validation.check_same_structure(updates, mu)
     directions, inner_state = moment_estimator.update(
         updates, state.inner_state, params, **extra_args
     )

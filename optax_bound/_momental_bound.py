@@ -76,9 +76,19 @@ def _momental_pass(direction, mu, average, learning_rate, b3, one_minus_b3, *,
   real = _numerics.real_dtype(dtype)
   mu = mu.astype(dtype)
   mu_size = jnp.abs(mu)
-  step = learning_rate.astype(real) * direction.astype(dtype)
+  # A learning rate of 0 is a step of 0, also where eps = 0 and an underflowed
+  # second moment make the direction infinite (0 * inf would poison the
+  # average for good).
+  step = _numerics.select(
+      jnp.broadcast_to(learning_rate > 0, direction.shape),
+      learning_rate.astype(real) * direction.astype(dtype),
+      jnp.zeros(direction.shape, dtype),
+  )
   # Where mu = 0 the quotient is 0 / 0: keep the average (module docstring).
   undefined = mu_size == 0
+  # With eps = 0 and an underflowed second moment, Adam's step size is
+  # infinite, and so is the average and the step, as in the authors' code:
+  # the momental bound has no finite value to cap it with.
   step_size = jnp.abs(step) / _numerics.select(
       undefined, jnp.ones_like(mu_size), mu_size
   )
@@ -165,9 +175,11 @@ def clip_step_size_by_momental_bound(
   sign = -1 if flip_sign else 1
 
   def init_fn(params):
+    _validation.check_inexact_leaves(params)
     return ClipStepSizeByMomentalBoundState(
         step_size_average=jax.tree.map(
-            lambda p: jnp.zeros_like(p, dtype=_numerics.real_dtype(p.dtype)),
+            lambda p: jnp.zeros_like(
+                p, dtype=_numerics.real_dtype(jnp.result_type(p))),
             params,
         ),
         inner_state=moment_estimator.init(params),
@@ -175,6 +187,7 @@ def clip_step_size_by_momental_bound(
 
   def update_fn(updates, state, params=None, **extra_args):
     _validation.check_state(_OWNER, state, ClipStepSizeByMomentalBoundState)
+    _validation.check_same_structure(updates, state.step_size_average)
     directions, inner_state = moment_estimator.update(
         updates, state.inner_state, params, **extra_args
     )
