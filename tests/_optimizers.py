@@ -14,6 +14,7 @@ Tests import this module as ``_optimizers``: pytest puts ``tests/`` on
 
 import dataclasses
 import functools
+import inspect
 from typing import Any
 from typing import Callable
 from typing import Literal
@@ -24,6 +25,7 @@ import optax
 import optax_bound
 
 Decay = Optional[Literal["l2", "decoupled"]]
+Bound = Literal["dynamic", "momental"]
 
 
 # eq=False: entries compare and hash by identity, so that they can be static
@@ -49,6 +51,12 @@ class Optimizer:
     nu_max: The state keeps AMSGrad's running maximum ``nu_max``.
     paper_form: The paper's Algorithm 2 (``form='paper'``): the bounded step
       is divided by sqrt(t), and a second ``count`` lives in the state.
+    lr_scaled_decay: The decoupled decay is scaled by the learning rate
+      (``lambda * lr_t * p``, AdamW's and AdaMod's), not the authors'
+      AdaBoundW's ``lambda * p``.
+    bound: ``'dynamic'`` (AdaBound's band, which takes ``final_lr``, ``gamma``,
+      ``bound_fn`` and ``final_lr_coupling``) or ``'momental'`` (AdaMod's
+      average of past step sizes, which takes ``b3`` instead).
   """
 
   name: str
@@ -58,6 +66,8 @@ class Optimizer:
   weight_decay: Decay = None
   nu_max: bool = False
   paper_form: bool = False
+  lr_scaled_decay: bool = False
+  bound: Bound = "dynamic"
 
   @property
   def needs_params(self) -> bool:
@@ -69,13 +79,28 @@ class Optimizer:
     """Whether every |update| / |mu| lies in ``optax_bound.reference_bounds``.
 
     Not in the paper's form (the step is divided by sqrt(t)), nor with a
-    decoupled decay (added to the update after the bound).
+    decoupled decay (added to the update after the bound), nor for the
+    momental bound (which has no band).
     """
-    return not self.paper_form and self.weight_decay != "decoupled"
+    return (not self.paper_form and self.weight_decay != "decoupled"
+            and self.bound == "dynamic")
+
+  def accepts(self, *arguments: str) -> bool:
+    """Whether the constructor takes every one of ``arguments`` by keyword."""
+    parameters = inspect.signature(self.constructor).parameters
+    return all(argument in parameters for argument in arguments)
 
   def __call__(self, **hyperparams: Any) -> optax.GradientTransformationExtraArgs:
     """The optimizer, with ``hyperparams`` over the entry's own."""
     return self.constructor(**{**self.hyperparams, **hyperparams})
+
+  def taking(self, **hyperparams: Any) -> optax.GradientTransformationExtraArgs:
+    """The optimizer with those of ``hyperparams`` its constructor takes.
+
+    For generic tests that set the dynamic bound (``final_lr``, ``gamma``)
+    where the entry has one: the momental bound has neither.
+    """
+    return self(**{k: v for k, v in hyperparams.items() if self.accepts(k)})
 
   def injected(
       self, hyperparam_dtype: Any = None, **hyperparams: Any
@@ -95,9 +120,12 @@ UNDER_TEST = (
               weight_decay="decoupled"),
     Optimizer("adaboundw_lr_scaled_decay", optax_bound.adaboundw,
               dict(weight_decay=1e-3, lr_scaled_decay=True),
-              weight_decay="decoupled"),
+              weight_decay="decoupled", lr_scaled_decay=True),
     Optimizer("adabound_paper", optax_bound.adabound, dict(form="paper"),
               paper_form=True),
+    Optimizer("adamod", optax_bound.adamod, bound="momental"),
+    Optimizer("adamod_decay", optax_bound.adamod, dict(weight_decay=1e-3),
+              weight_decay="decoupled", lr_scaled_decay=True, bound="momental"),
     # The bound around Optax's own Adam: any estimator with `mu` and `count`.
     Optimizer("bounded_optax_adam", functools.partial(
         optax_bound.clip_step_size_by_dynamic_bound, optax.scale_by_adam()),
@@ -105,15 +133,21 @@ UNDER_TEST = (
 )
 
 
-def select(**facts: Any) -> tuple[Optimizer, ...]:
+def select(accepts: tuple[str, ...] = (), **facts: Any) -> tuple[Optimizer, ...]:
   """The entries of ``UNDER_TEST`` with every fact as given.
+
+  ``accepts`` names hyperparameters the test passes: only entries whose
+  constructor takes them all are chosen.
 
   >>> [opt.name for opt in select(nu_max=True)]
   ['amsbound']
+  >>> [opt.name for opt in select(accepts=("b3",), weight_decay=None)]
+  ['adamod']
   """
   chosen = tuple(
       opt for opt in UNDER_TEST
-      if all(getattr(opt, fact) == value for fact, value in facts.items()))
+      if all(getattr(opt, fact) == value for fact, value in facts.items())
+      and opt.accepts(*accepts))
   if not chosen:  # a typo in a fact would otherwise run nothing, silently
     raise ValueError(f"No optimizer under test has {facts}.")
   return chosen

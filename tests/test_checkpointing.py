@@ -66,6 +66,11 @@ _ESTIMATOR = ["count", "mu.bias", "mu.kernel", "nu.bias", "nu.kernel"]
 _NU_MAX = ["nu_max.bias", "nu_max.kernel"]
 
 
+def _momental(prefix, moments):
+  return ([f"{prefix}step_size_average.{name}" for name in ("bias", "kernel")]
+          + [f"{prefix}inner_state.{name}" for name in moments])
+
+
 def _bounded(prefix, moments):
   return ([f"{prefix}{name}" for name in ("initial_lr", "peak_lr", "lower",
                                           "upper")]
@@ -75,6 +80,7 @@ def _bounded(prefix, moments):
 # The array names a checkpoint holds, as Orbax writes them, for every
 # optimizer under test and for two wrappers. They are the field names of
 # ClipStepSizeByDynamicBoundState (initial_lr, peak_lr, lower, upper,
+# inner_state), of ClipStepSizeByMomentalBoundState (step_size_average,
 # inner_state) and of Optax's ScaleByAdamState / ScaleByAmsgradState (count,
 # mu, nu, nu_max), behind the index of the chain element. Changing one breaks
 # every saved checkpoint: this list changes only with a new major version,
@@ -87,6 +93,8 @@ STABLE_NAMES = {
     "adaboundw_lr_scaled_decay": _bounded("0.", _ESTIMATOR),
     "adabound_paper": [*_bounded("1.", _ESTIMATOR), "2.count"],
     "bounded_optax_adam": _bounded("", _ESTIMATOR),
+    "adamod": _momental("0.", _ESTIMATOR),
+    "adamod_decay": _momental("0.", _ESTIMATOR),
     "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
     "inject_hyperparams_adabound": [
         "count",

@@ -17,7 +17,8 @@ import optax_bound
 
 STEPS = 50
 # The reference AdaBound and AMSBound: one entry per moment estimator.
-REFERENCE = select(public=True, weight_decay=None, paper_form=False)
+REFERENCE = select(public=True, weight_decay=None, paper_form=False,
+                   accepts=("final_lr", "gamma"))
 
 
 def _gradients():

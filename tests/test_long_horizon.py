@@ -37,8 +37,11 @@ def _with_counts(state, count):
 def test_step_count_saturates_at_the_int32_limit(opt, injected):
   final_lr, gamma = 0.1, 1e-3
   schedule = optax.cosine_decay_schedule(1e-2, 1000, alpha=1e-3)
+  hyperparams = dict(learning_rate=schedule)
+  if opt.accepts("final_lr", "gamma"):
+    hyperparams.update(final_lr=final_lr, gamma=gamma)
   make = opt.injected if injected else opt
-  tx = make(learning_rate=schedule, final_lr=final_lr, gamma=gamma)
+  tx = make(**hyperparams)
   params = jnp.array([1.0, -2.0, 1e-4, 1e4])
   # Every count of the state (the optimizer's, and Optax wrappers' own) is set
   # three steps short of the limit.

@@ -207,8 +207,8 @@ def _l2_on_kernels(params, x, y, t):
 @pytest.mark.parametrize("opt", select(needs_params=True))
 def test_weight_decay_mask_skips_biases_and_layer_norm(opt):
   wd, lr = 1e-2, 1e-2
-  tx = opt(learning_rate=lr, final_lr=0.1, gamma=1e-2, weight_decay=wd,
-           mask=_decay_mask)
+  tx = opt.taking(learning_rate=lr, final_lr=0.1, gamma=1e-2, weight_decay=wd,
+                  mask=_decay_mask)
   params = _params()
   mask = _decay_mask(params)
   assert sorted(jax.tree.leaves(mask)) == [False] * 4 + [True] * 2
@@ -224,8 +224,8 @@ def test_weight_decay_mask_skips_biases_and_layer_norm(opt):
   jax.tree.map(check, mask, params, new_params)
   if opt.weight_decay == "decoupled":
     # The authors' decoupled decay: p <- p - wd * p, not scaled by the lr
-    # (unless asked to be).
-    rate = wd * lr if opt.hyperparams.get("lr_scaled_decay") else wd
+    # (AdamW's and AdaMod's are).
+    rate = wd * lr if opt.lr_scaled_decay else wd
     for layer in ("Dense_0", "Dense_1"):
       np.testing.assert_allclose(new_params[layer]["kernel"],
                                  params[layer]["kernel"] * (1 - rate),
@@ -235,12 +235,12 @@ def test_weight_decay_mask_skips_biases_and_layer_norm(opt):
   # steps as the optimizer without decay on those gradients.
   batches = _batches(5)
   decayed, _, _ = _run(tx, batches)
-  without_decay = opt(learning_rate=lr, final_lr=0.1, gamma=1e-2,
-                      weight_decay=0.0)
+  without_decay = opt.taking(learning_rate=lr, final_lr=0.1, gamma=1e-2,
+                             weight_decay=0.0)
   by_hand, _, _ = _run(without_decay, batches, grad_fn=_l2_on_kernels)
   assert _max_abs_diff(decayed, by_hand) < 1e-7
   # Decaying biases and norms too is another trajectory.
-  everywhere, _, _ = _run(opt(
+  everywhere, _, _ = _run(opt.taking(
       learning_rate=lr, final_lr=0.1, gamma=1e-2, weight_decay=wd), batches)
   assert _max_abs_diff(decayed, everywhere) > 1e-4
 

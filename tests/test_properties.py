@@ -53,6 +53,7 @@ def _hyperparameters(draw):
       final_lr=draw(_zero_or(_log_uniform(1e-4, 10.0))),
       b1=draw(st.floats(0.0, 0.9999)),
       b2=draw(st.floats(0.0, 0.99999)),
+      b3=draw(st.floats(0.0, 0.9999)),
       gamma=draw(_zero_or(_log_uniform(1e-6, 1e3))),
       eps=draw(_zero_or(_log_uniform(1e-12, 0.1))),
       weight_decay=draw(_zero_or(_log_uniform(1e-6, 0.1))),
@@ -68,11 +69,11 @@ def _hyperparameters(draw):
 
 
 def _optimizer(opt, hyperparameters, learning_rate=None):
-  """``opt`` built from (possibly traced) hyperparameters."""
+  """``opt`` built from (possibly traced) hyperparameters, those it takes."""
   kwargs = dict(hyperparameters)
   if learning_rate is not None:
     kwargs["learning_rate"] = learning_rate
-  return opt(**kwargs)
+  return opt.taking(**kwargs)
 
 
 def _as_arrays(hyperparameters):
@@ -175,6 +176,10 @@ def _init_and_step(opt, hyperparameters, traced):
 )
 def test_random_trees_give_finite_updates_and_a_state_of_fixed_types(
     opt, spec, hyperparameters, traced, seed):
+  # The momental bound caps Adam's step by an average of Adam's step sizes:
+  # where Adam's exceeds float32's range (a tiny eps), so may it; it takes
+  # the eps an open dynamic bound takes.
+  hypothesis.assume(opt.bound == "dynamic" or hyperparameters["eps"] >= 1e-6)
   rng = np.random.default_rng(seed)
   x64 = any(leaf.dtype == "float64" for leaf in jax.tree.leaves(spec))
   with jax.enable_x64(x64):
@@ -301,7 +306,8 @@ def _expected_bounds(hyperparameters, lr_0, lrs, counts):
 @pytest.mark.slow  # the heaviest property: 40 runs, a compilation per dtype
 @hypothesis.settings(max_examples=40, **SETTINGS)
 @hypothesis.given(
-    opt=st.sampled_from(select(public=True, paper_form=False)),
+    opt=st.sampled_from(select(
+        public=True, paper_form=False, bound="dynamic")),
     dtype=st.sampled_from(DTYPES),
     hyperparameters=_hyperparameters(),
     schedule=_SCHEDULES,

@@ -32,7 +32,7 @@ INJECT_AT = 3
 # restart must carry as well.
 CONFIGS = {
     **{opt.name: functools.partial(
-        opt, learning_rate=3e-2, final_lr=0.1, gamma=0.1)
+        opt.taking, learning_rate=3e-2, final_lr=0.1, gamma=0.1)
        for opt in UNDER_TEST},
     # lr_0 = 0 lives in the state: after a restart the bounds must still be
     # measured against the running peak.
