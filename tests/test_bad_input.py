@@ -6,6 +6,7 @@ Integer and boolean parameters are rejected at ``init``, naming the leaf; an
 update tree that does not match the parameters is rejected at ``update``.
 """
 
+import inspect
 import re
 
 from _optimizers import select
@@ -28,8 +29,10 @@ RANGES = {
     "final_lr": "finite and >= 0",
     "b1": "in [0, 1)",
     "b2": "in [0, 1)",
+    "b3": "in [0, 1)",
     "gamma": ">= 0",
     "eps": ">= 0",
+    "eps_root": ">= 0",
     "weight_decay": "finite and >= 0",
 }
 BAD_VALUES = {
@@ -37,8 +40,10 @@ BAD_VALUES = {
     "final_lr": [-0.1, np.nan],
     "b1": [1.0, -0.1, 1.5, np.nan],
     "b2": [1.0, -1e-9, np.nan],
+    "b3": [1.0, -0.5, np.nan],
     "gamma": [-1e-3, np.nan],
     "eps": [-1e-8, np.nan],
+    "eps_root": [-1e-16, np.nan],
     "weight_decay": [-1e-4, np.nan],
 }
 # The public blocks and the hyperparameters each takes: the estimators, and
@@ -55,9 +60,15 @@ def _message(arg):
   return re.escape(f"`{arg}` must be {RANGES[arg]}, got ")
 
 
-@pytest.mark.parametrize("arg,value", [
-    (arg, value) for arg, values in BAD_VALUES.items() for value in values])
-@pytest.mark.parametrize("opt", select(public=True))
+def _each_accepted(args, opts=None):
+  """(optimizer, argument) for every public optimizer and argument it takes."""
+  return [(opt, arg) for opt in opts or select(public=True) for arg in args
+          if opt.accepts(arg)]
+
+
+@pytest.mark.parametrize("opt,arg,value", [
+    (opt, arg, value) for opt, arg in _each_accepted(BAD_VALUES)
+    for value in BAD_VALUES[arg]])
 def test_invalid_hyperparameter_raises_naming_it_and_its_range(
     opt, arg, value):
   with pytest.raises(ValueError, match=_message(arg)):
@@ -73,15 +84,89 @@ def test_public_blocks_reject_invalid_hyperparameters(block, arg, value):
     make(**{arg: value})
 
 
+NUMBERS = ("learning_rate", "final_lr", "b1", "b2", "b3", "gamma", "eps",
+           "eps_root", "weight_decay")
+
+
+@pytest.mark.parametrize("value,message", [
+    (jnp.array([1e-3]), "must be a scalar, got an array of shape (1,)"),
+    (np.full(3, 1e-3), "must be a scalar, got an array of shape (3,)"),
+    (True, "must be a number, got the boolean True"),
+    (jnp.asarray(False), "must be a number, got the boolean"),
+], ids=["shape_1", "shape_3", "true", "bool_array"])
+@pytest.mark.parametrize("opt,arg", _each_accepted(NUMBERS))
+def test_non_scalar_or_boolean_hyperparameters_are_rejected_naming_them(
+    opt, arg, value, message):
+  """A shape-(1,) learning rate would broadcast a scalar parameter's update to
+  shape (1,); True is 1 to NumPy and a mistake to a reader."""
+  with pytest.raises(ValueError, match=re.escape(f"`{arg}` {message}")):
+    opt(**{arg: value})
+
+
 @pytest.mark.parametrize("opt", select(public=True))
-def test_array_hyperparameter_raises_naming_its_shape(opt):
+def test_a_schedule_that_returns_an_array_is_rejected_when_it_is_called(opt):
+  tx = opt(learning_rate=lambda count: jnp.full(2, 1e-3))
+  params = jnp.ones(2)
   with pytest.raises(ValueError, match=re.escape(
-      "`final_lr` must be a scalar, got an array of shape (2,).")):
-    opt(final_lr=jnp.array([0.1, -0.1]))
+      "The schedule passed as `learning_rate` must be a scalar, got an array "
+      "of shape (2,).")):
+    tx.update(params, tx.init(params), params)
 
 
-@pytest.mark.parametrize("arg", ["learning_rate", "final_lr", "weight_decay"])
+@pytest.mark.parametrize("opt,arg", _each_accepted(
+    ("b1", "b2", "b3", "gamma", "eps", "eps_root")))
+def test_a_schedule_where_only_a_number_is_meant_is_rejected_naming_it(
+    opt, arg):
+  with pytest.raises(ValueError, match=re.escape(
+      f"`{arg}` must be a number, not a schedule")):
+    opt(**{arg: optax.constant_schedule(0.5)})
+
+
 @pytest.mark.parametrize("opt", select(public=True))
+def test_positional_hyperparameters_after_the_learning_rate_are_an_error(opt):
+  """optax.adam(1e-3, 0.9, 0.999) reads b1, b2; here the second argument is
+  final_lr. A call written in Optax's order fails instead of misreading."""
+  with pytest.raises(TypeError, match="positional argument"):
+    opt.constructor(1e-3, 0.9, 0.999)
+  opt.constructor(1e-3)  # the learning rate alone may be positional
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_the_estimators_take_optax_positional_order(name):
+  ours = list(inspect.signature(ESTIMATORS[name]).parameters)
+  theirs = list(inspect.signature(getattr(optax, name)).parameters)
+  assert ours[:5] == theirs[:5] == ["b1", "b2", "eps", "eps_root", "mu_dtype"]
+
+
+@pytest.mark.parametrize("arg,dtype", [
+    ("mu_dtype", jnp.int32), ("mu_dtype", jnp.bool_), ("nu_dtype", jnp.int8),
+    ("nu_dtype", jnp.complex64), ("mu_dtype", "not a dtype")])
+@pytest.mark.parametrize("make", [
+    *select(public=True),
+    *(pytest.param(make, id=name) for name, make in ESTIMATORS.items())])
+def test_moment_dtypes_that_are_not_floats_are_rejected_naming_them(
+    make, arg, dtype):
+  """An integer first moment rounds every update to 0: training freezes."""
+  with pytest.raises(ValueError, match=f"`{arg}` must be a .*float"):
+    make(**{arg: dtype})
+
+
+@pytest.mark.parametrize("opt", select(public=True))
+def test_decay_rates_that_round_to_one_where_the_moments_are_computed_are_rejected(
+    opt):
+  """1 - 1e-9 < 1 in float64 but is 1.0 in float32, where it would freeze
+  the moment at 0. bfloat16 moments are computed in float32: 0.999 is fine."""
+  tx = opt(b2=1 - 1e-9)
+  with pytest.raises(ValueError, match=r"`b2` must be in \[0, 1\) in float32"):
+    tx.init(jnp.ones(2, jnp.float32))
+  with jax.enable_x64(True):
+    tx.init(jnp.ones(2, jnp.float64))
+  state = opt().init(jnp.ones(2, jnp.bfloat16))
+  assert optax.tree.get(state, "nu").dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("opt,arg", _each_accepted(
+    ("learning_rate", "final_lr", "weight_decay")))
 def test_infinite_scales_are_rejected(opt, arg):
   """An infinite lr, final_lr or decay can only give Inf or NaN updates.
 
@@ -93,23 +178,29 @@ def test_infinite_scales_are_rejected(opt, arg):
     opt(**{arg: np.inf})
 
 
-@pytest.mark.parametrize("arg,choices", [
-    ("form", "('reference', 'paper')"),
-    ("final_lr_coupling", "('initial', 'peak', 'fixed')")])
-@pytest.mark.parametrize("opt", select(public=True))
-def test_unknown_choice_raises_listing_the_choices(opt, arg, choices):
+CHOICES = {"form": "('reference', 'paper')",
+           "final_lr_coupling": "('initial', 'peak', 'fixed')"}
+
+
+@pytest.mark.parametrize("opt,arg", _each_accepted(CHOICES))
+def test_unknown_choice_raises_listing_the_choices(opt, arg):
   with pytest.raises(ValueError, match=re.escape(
-      f"`{arg}` must be one of {choices}, got 'nope'.")):
+      f"`{arg}` must be one of {CHOICES[arg]}, got 'nope'.")):
     opt(**{arg: "nope"})
 
 
-@pytest.mark.parametrize("edge", [
+EDGES = [
     dict(learning_rate=0.0), dict(final_lr=0.0), dict(b1=0.0), dict(b2=0.0),
-    dict(gamma=0.0), dict(eps=0.0), dict(weight_decay=0.0),
+    dict(b3=0.0), dict(gamma=0.0), dict(eps=0.0), dict(eps_root=0.0),
+    dict(weight_decay=0.0), dict(weight_decay=None),
     dict(b1=0.999999, b2=0.999999), dict(gamma=np.inf),
-    dict(learning_rate=jnp.asarray(1e-3), final_lr=np.float32(0.1))],
-    ids=lambda edge: ",".join(f"{k}={v}" for k, v in edge.items()))
-@pytest.mark.parametrize("opt", select(public=True))
+    dict(learning_rate=jnp.asarray(1e-3), final_lr=np.float32(0.1)),
+    dict(final_lr=optax.linear_schedule(0.1, 0.0, 2))]
+
+
+@pytest.mark.parametrize("opt,edge", [
+    pytest.param(opt, edge, id=f"{opt.name}-" + ",".join(edge))
+    for opt in select(public=True) for edge in EDGES if opt.accepts(*edge)])
 def test_edges_of_the_valid_ranges_are_accepted_and_stay_finite(opt, edge):
   tx = opt(**edge)
   params = jnp.array([1.0, -2.0, 0.5])
@@ -128,16 +219,21 @@ def test_traced_hyperparameters_are_not_validated_and_do_not_raise(opt):
   """Inside jit the values are unknown: even invalid ones build and run."""
   params = jnp.array([1.0, -2.0])
 
+  valid = dict(learning_rate=1e-3, final_lr=0.1, b1=0.9, b2=0.999, b3=0.999,
+               gamma=1e-3, eps=1e-8, eps_root=0.0, weight_decay=1e-4)
+  invalid = dict(learning_rate=-1.0, final_lr=-0.1, b1=1.5, b2=1.0, b3=2.0,
+                 gamma=-1.0, eps=-1.0, eps_root=-1.0, weight_decay=-1.0)
+  accepted = [arg for arg in valid if opt.accepts(arg)]
+
   @jax.jit
-  def build_and_step(learning_rate, final_lr, b1, b2, gamma, eps, decay):
-    tx = opt(learning_rate=learning_rate, final_lr=final_lr, b1=b1, b2=b2,
-             gamma=gamma, eps=eps, weight_decay=decay)
+  def build_and_step(hyperparams):
+    tx = opt(**hyperparams)
     return tx.update(params, tx.init(params), params)[0]
 
-  valid = build_and_step(1e-3, 0.1, 0.9, 0.999, 1e-3, 1e-8, 1e-4)
-  assert np.all(np.isfinite(valid))
+  updates = build_and_step({arg: valid[arg] for arg in accepted})
+  assert np.all(np.isfinite(updates))
   # The caller's responsibility once traced; no exception is the contract.
-  build_and_step(-1.0, -0.1, 1.5, 1.0, -1.0, -1.0, -1.0)
+  build_and_step({arg: invalid[arg] for arg in accepted})
 
 
 @pytest.mark.parametrize("opt", select(public=True))
@@ -242,3 +338,79 @@ def test_update_leaf_of_the_wrong_shape_raises_naming_it(opt, shape, jit):
     update(grads, tx.init(PARAMS), PARAMS)
   message = str(error.value)
   assert "['w']" in message and "(3,)" in message and str(shape) in message
+
+
+# -- States that another optimizer made.
+
+def _masked_decay():
+  return optax_bound.adabound(
+      weight_decay=1e-3, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
+
+
+MIXED_UP_STATES = {
+    # (the optimizer, the one whose state it is given, the name in the error)
+    "amsbound_to_adabound": (optax_bound.adabound, optax_bound.amsbound,
+                             "ScaleByAmsgradState"),
+    "adamod_to_adabound": (optax_bound.adabound, optax_bound.adamod,
+                           "a tuple of 3"),
+    "adabound_to_adamod": (optax_bound.adamod, optax_bound.adabound,
+                           "a tuple of 2"),
+    "paper_to_reference": (optax_bound.adabound,
+                           lambda: optax_bound.adabound(form="paper"),
+                           "a tuple of 3"),
+    "masked_to_unmasked": (lambda: optax_bound.adabound(weight_decay=1e-3),
+                           _masked_decay, "MaskedState"),
+    "unmasked_to_masked": (_masked_decay,
+                           lambda: optax_bound.adabound(weight_decay=1e-3),
+                           "EmptyState"),
+    "none": (optax_bound.adabound, None, "NoneType"),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED_UP_STATES))
+def test_a_state_from_another_optimizer_is_rejected_naming_it(case):
+  make, make_other, got = MIXED_UP_STATES[case]
+  state = None if make_other is None else make_other().init(PARAMS)
+  with pytest.raises(TypeError, match="given a state it did not create") as error:
+    make().update(PARAMS, state, PARAMS)
+  assert got in str(error.value)
+
+
+def test_a_state_restored_into_its_own_structure_is_accepted():
+  tx = optax_bound.amsbound(learning_rate=0.1)
+  state = tx.init(PARAMS)
+  restored = jax.tree.map(np.asarray, state)  # e.g. from a checkpoint
+  updates, _ = tx.update(PARAMS, restored, PARAMS)
+  expected, _ = tx.update(PARAMS, state, PARAMS)
+  jax.tree.map(np.testing.assert_array_equal, updates, expected)
+
+
+# -- Masks.
+
+@pytest.mark.parametrize("mask", [True, False, jnp.asarray(True)],
+                         ids=["true", "false", "bool_array"])
+def test_a_mask_that_is_one_boolean_is_rejected(mask):
+  with pytest.raises(ValueError, match="`mask` must be a tree of booleans"):
+    optax_bound.adabound(weight_decay=1e-3, mask=mask)
+
+
+def test_a_callable_mask_under_inject_hyperparams_must_be_static():
+  """inject_hyperparams calls a callable for a schedule: with the step count it
+  returns one boolean, which would switch the decay off (or on) everywhere."""
+  params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+  mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+  with pytest.raises(ValueError, match="static_args"):
+    optax.inject_hyperparams(optax_bound.adabound)(
+        learning_rate=0.1, weight_decay=0.5, mask=mask).init(params)
+  tx = optax.inject_hyperparams(optax_bound.adabound, static_args=("mask",))(
+      learning_rate=0.1, weight_decay=0.5, mask=mask)
+  plain = optax_bound.adabound(learning_rate=0.1, weight_decay=0.5, mask=mask)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  expected, _ = plain.update(zero, plain.init(params), params)
+  # Injected hyperparameters are float32 arrays: 1 - b1 rounds differently.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5),
+               updates, expected)
+  # The decay reached the kernel and not the bias.
+  assert np.all(np.asarray(updates["w"]) < 0)
+  np.testing.assert_array_equal(updates["b"], 0)
