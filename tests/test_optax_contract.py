@@ -59,7 +59,7 @@ def test_converges_on_parabola_and_rosenbrock(opt, problem, dtype):
   initial, target, objective = problem(dtype)
   # Rosenbrock's curvature (~1e3 at the optimum) caps the SGD end of the
   # bound: final_lr = 5e-3 is stable there, and gamma = 1e-2 reaches it early.
-  tx = opt(learning_rate=0.01, final_lr=5e-3, gamma=1e-2)
+  tx = opt.taking(learning_rate=0.01, final_lr=5e-3, gamma=1e-2)
   params = _descend(tx, objective, initial, steps=10_000)
   np.testing.assert_allclose(params, target, atol=1e-3)
 
@@ -118,7 +118,9 @@ def test_float_and_constant_schedule_give_bitwise_equal_steps(opt):
     pytest.param(optax.exponential_decay(3e-2, 2, 0.5, staircase=True),
                  id="schedule", marks=pytest.mark.slow)])
 def test_inject_hyperparams_matches_the_plain_optimizer(opt, learning_rate):
-  kwargs = dict(learning_rate=learning_rate, final_lr=0.05, gamma=0.1)
+  kwargs = {k: v for k, v in dict(
+      learning_rate=learning_rate, final_lr=0.05, gamma=0.1).items()
+            if opt.accepts(k)}
   plain = opt(**kwargs)
   injected = opt.injected(**kwargs)
   params = [-jnp.ones((2, 3)), jnp.ones((2, 5, 2))]
@@ -269,3 +271,24 @@ def test_state_donation_donates_every_buffer_once():
   for _ in range(3):
     params, state = step(params, state, {"w": jnp.ones((4, 4))})
   assert int(optax.tree.get(state, "count")) == 3
+
+
+@pytest.mark.parametrize("opt", select(public=True, weight_decay=None))
+def test_inject_hyperparams_with_the_defaults_behaves_like_the_plain_optimizer(
+    opt):
+  """No params needed, and bfloat16 updates for bfloat16 parameters.
+
+  A default weight decay of 0 would become an injected (traced) hyperparameter
+  whose value the decay cannot see: it would ask for params, and its float32
+  product with the parameters would promote the updates.
+  """
+  params = jnp.array([1.0, -2.0, 0.5], jnp.bfloat16)
+  grads = jnp.array([0.5, -1.0, 2.0], jnp.bfloat16)
+  plain = opt(learning_rate=0.1)
+  injected = opt.injected(hyperparam_dtype=jnp.float32, learning_rate=0.1)
+  expected, _ = plain.update(grads, plain.init(params))
+  updates, _ = injected.update(grads, injected.init(params))
+  assert updates.dtype == expected.dtype == jnp.bfloat16
+  np.testing.assert_allclose(
+      np.asarray(updates, np.float32), np.asarray(expected, np.float32),
+      rtol=1e-2)
