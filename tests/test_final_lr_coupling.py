@@ -85,3 +85,28 @@ def test_bounds_follow_learning_rate_and_final_lr_injected_mid_run(opt):
                    float(lower), float(upper))
   assert float(optax.tree.get(state, "initial_lr")) == pytest.approx(1e-2)
 
+
+
+@pytest.mark.parametrize("coupling", ["initial", "fixed"])
+def test_a_final_lr_schedule_moves_the_bounds_and_couples_like_a_number(coupling):
+  """final_lr may follow the step count itself, read where the lr is read
+  (the count before the increment), and is then coupled to the lr as a
+  number would be."""
+  final_lr = optax.linear_schedule(0.2, 0.05, transition_steps=6)
+  lr = optax.linear_schedule(1e-2, 5e-3, transition_steps=6)
+  gamma = 0.5
+  tx = optax_bound.adabound(learning_rate=lr, final_lr=final_lr, gamma=gamma,
+                            final_lr_coupling=coupling)
+  params, state = jnp.ones(5), tx.init(jnp.ones(5))
+  for t in range(1, 9):
+    grads = jnp.array([1e-4, 3e-3, 0.5, -2.0, 40.0]) * t
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    coupled = float(final_lr(t - 1)) * (
+        float(lr(t - 1)) / 1e-2 if coupling == "initial" else 1.0)
+    lower, upper = optax_bound.reference_bounds(jnp.float32(t), coupled, gamma)
+    _assert_within(np.asarray(optax_bound.effective_step_sizes(updates, state)),
+                   float(lower), float(upper))
+    stats = optax_bound.bound_stats(updates, state)
+    np.testing.assert_allclose([stats.lower, stats.upper], [lower, upper],
+                               rtol=1e-5)
