@@ -118,25 +118,30 @@ def _moment_pass(g, m, v, v_max, correction, b1, one_minus_b1, b2,
   dtype = _numerics.arithmetic_dtype(g.dtype, m.dtype, v.dtype)
   real = _numerics.real_dtype(dtype)
   g = g.astype(dtype)
-  new_m = b1 * m.astype(dtype) + one_minus_b1 * g
+  # The first moment as the state keeps it: the direction is a multiple of
+  # the stored mu (which the bounds read), and with a low-precision mu_dtype
+  # XLA need not keep the unrounded one in memory for the update's loop.
+  new_m = (b1 * m.astype(dtype) + one_minus_b1 * g).astype(m.dtype)
   # The moments keep the dtypes they were created with (traced float32
-  # hyperparameters would promote them); saturate after the cast, since
-  # float32's largest value rounds to inf in bfloat16.
-  new_v = _numerics.saturate(
-      (b2 * v.astype(real) + one_minus_b2 * _abs_sq(g)).astype(v.dtype)
-  )
+  # hyperparameters would promote them). The running maximum is taken before
+  # the cast, as the cast is monotonic: with a low-precision nu_dtype, XLA
+  # need not keep the rounded moment in memory for the maximum's loop.
+  wide_v = _numerics.saturate(
+      b2 * v.astype(real) + one_minus_b2 * _abs_sq(g), v.dtype)
+  new_v = wide_v.astype(v.dtype)
   denominator_moment = new_v
   if v_max is not None:
-    v_max = jnp.maximum(v_max, new_v)
+    v_max = jnp.maximum(v_max.astype(real), wide_v).astype(v_max.dtype)
     denominator_moment = v_max
   root_argument = denominator_moment.astype(real)
   if add_eps_root:
     root_argument = root_argument + eps_root
   # (correction / denominator) * m, in the reference's order of rounding.
-  direction = (correction.astype(real) / (jnp.sqrt(root_argument) + eps)) * new_m
+  direction = (correction.astype(real) / (jnp.sqrt(root_argument) + eps)) * (
+      new_m.astype(dtype))
   return _LeafStep(
       direction=direction.astype(out_dtype),
-      mu=new_m.astype(m.dtype),
+      mu=new_m,
       nu=new_v,
       nu_max=v_max,
   )

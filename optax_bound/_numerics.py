@@ -51,20 +51,25 @@ def select(pred: jax.Array, on_true: jax.Array, on_false: jax.Array) -> jax.Arra
   return jax.lax.select(pred, on_true, on_false)
 
 
-def saturate(v: jax.Array) -> jax.Array:
-  """``v``, held at its dtype's largest value instead of +inf.
+def saturate(v: jax.Array, dtype: Any) -> jax.Array:
+  """``v``, held at ``dtype``'s largest value instead of +inf: safe to cast.
 
   A gradient above ~1.8e19 (float32, bfloat16) squares to inf; an infinite
   second moment would pin its element at the lower bound for ever, and turn
   into 0 * inf = NaN with ``b2 = 0``. Finite values are unchanged, bit for bit,
-  and NaN stays NaN (NaN > max is False).
+  and NaN stays NaN (NaN > max is False). The bound is the largest value of
+  ``dtype``, the dtype ``v`` is stored in, and exact in the wider dtype it is
+  computed in, so it holds before the cast: float32's largest value would
+  round to inf in bfloat16.
   """
-  # A select, not jnp.minimum: with minimum, XLA recomputed the moment inside
-  # the pass that updates the parameters (reading g and the old nu again) and
-  # so had to copy the old nu before it was overwritten in place: 12 more
-  # bytes per parameter, and AdaBound's step took 2.7x optax.adam's on the
-  # ResNet-34 tree (benchmarks/speed).
-  big = jnp.finfo(v.dtype).max
+  # Before the cast, not after: a comparison on the cast value made XLA keep
+  # the unsaturated bfloat16 moment in memory for the update's loop (2 bytes
+  # per parameter). A select, not jnp.minimum: with minimum, XLA recomputed
+  # the moment inside the pass that updates the parameters (reading g and the
+  # old nu again) and so had to copy the old nu before it was overwritten in
+  # place: 12 more bytes per parameter, and AdaBound's step took 2.7x
+  # optax.adam's on the ResNet-34 tree (benchmarks/speed).
+  big = jnp.asarray(jnp.finfo(dtype).max, v.dtype)
   return select(v > big, jax.lax.full_like(v, big), v)
 
 
