@@ -165,30 +165,27 @@ def test_memory_script_runs_and_a_donated_step_allocates_nothing_param_sized(
     assert xla["temps"] < tree["param_bytes"] / 8, name
 
 
-# Not yet in place: a donated step of these keeps param-sized temporaries,
-# seen both in XLA's plan and in the measured peak (ResNet-34, float32).
-_NOT_IN_PLACE = (
-    "two param-sized temporaries: 8 B/param in XLA's temps and in the "
-    "measured peak (162 MiB on ResNet-34)")
-_F32_TEMPORARY = (
-    "a float32 param-sized temporary: 4 B/param in XLA's temps and in the "
-    "measured peak (81 MiB on ResNet-34)")
+# The param-sized temporaries a donated step keeps, in bytes per float32
+# parameter. XLA:CPU fuses no loop with two param-sized outputs, so a value
+# that two of them need, and that is too costly to compute twice (a
+# division), is kept in memory: AdaMod's step sizes, which both the average
+# and the update need (4 B). With bfloat16 moments AMSBound keeps one copy of
+# the old second moment, which the running maximum reads after the new one
+# has overwritten it (2 B).
+TEMPORARY_BYTES_PER_PARAM = {
+    "adabound bf16 moments": 0, "amsbound bf16 moments": 2, "adamod": 4}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    pytest.param("adamod", marks=pytest.mark.xfail(
-        strict=True, reason=_NOT_IN_PLACE)),
-    pytest.param("adabound bf16 moments", marks=pytest.mark.xfail(
-        strict=True, reason=_F32_TEMPORARY)),
-    pytest.param("amsbound bf16 moments", marks=pytest.mark.xfail(
-        strict=True, reason=_F32_TEMPORARY)),
-])
-def test_donated_step_allocates_nothing_param_sized(name, tmp_path):
+@pytest.mark.parametrize("name", list(TEMPORARY_BYTES_PER_PARAM))
+def test_donated_step_temporaries_are_the_ones_we_know(name, tmp_path):
   result = memory.main([
       "--tiny", "--workloads", "gpt2", "--dtypes", "float32",
       "--optimizers", name, "--out", str(tmp_path)])
   (tree,) = result["trees"]
   xla = tree["optimizers"][name]["xla"]
-  assert xla["extra_donated"] < 0.5 * tree["param_bytes"] / 4
-  assert xla["temps"] < tree["param_bytes"] / 8
+  n_params = tree["param_bytes"] / 4
+  assert xla["extra_donated"] < 0.5 * n_params
+  # Within a few scalars' bytes of the known temporaries.
+  np.testing.assert_allclose(
+      xla["temps"] / n_params, TEMPORARY_BYTES_PER_PARAM[name], atol=0.1)
