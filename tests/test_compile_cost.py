@@ -60,6 +60,7 @@ def _per_leaf(make):
   return tuple((b - a) / 4 for a, b in zip(small, large, strict=True))
 
 
+@pytest.mark.slow  # compiles eight steps
 @pytest.mark.parametrize("name", list(PAIRS))
 def test_each_leaf_adds_a_few_traced_equations_and_adams_compiled_pass(name):
   ours, optax_counterpart, compiled_allowance = PAIRS[name]

@@ -62,6 +62,7 @@ def _page_id(path):
 
 
 # Each page's examples take seconds (under 10 on 2 cores); none trains a model.
+@pytest.mark.slow  # every guide's code, Flax training included: ~10 s
 @pytest.mark.parametrize("page", DOCS_PAGES, ids=_page_id)
 def test_docs_page_python_blocks_run_in_order_and_print_what_the_page_shows(page):
   blocks = _blocks(page.read_text())

@@ -83,6 +83,7 @@ def _steps(tx, gradients):
     yield updates, state
 
 
+@pytest.mark.slow  # 25 drawn runs per estimator
 @pytest.mark.parametrize("estimator", list(KEEP_THE_CONTRACT))
 @hypothesis.settings(**SETTINGS)
 @hypothesis.given(gradients=_GRADIENTS, gamma=st.sampled_from([1e-2, 0.3, 3.0]))
@@ -105,6 +106,7 @@ def test_every_step_size_of_the_dynamic_bound_lies_in_its_band(
     assert np.all(np.asarray(updates) * mu <= 0)
 
 
+@pytest.mark.slow  # 25 drawn runs per estimator
 @pytest.mark.parametrize("estimator", list(KEEP_THE_CONTRACT))
 @hypothesis.settings(**SETTINGS)
 @hypothesis.given(gradients=_GRADIENTS, b3=st.sampled_from([0.5, 0.9, 0.999]))

@@ -17,6 +17,9 @@ import pytest
 
 import optax_bound
 
+# Unrolled float64 training differentiated in both modes: a few seconds.
+pytestmark = pytest.mark.slow
+
 STEPS = 5
 # Per-coordinate curvatures of the inner quadratic; a 0 makes that
 # coordinate's gradient exactly 0 at every step (a dead unit).
