@@ -15,10 +15,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tomllib
 import zipfile
 
 import pytest
-import tomllib
 
 pytestmark = pytest.mark.slow
 

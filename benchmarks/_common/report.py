@@ -33,7 +33,7 @@ def machine() -> dict[str, Any]:
     pass
   devices = jax.devices()
   return {
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+      "date": datetime.datetime.now(datetime.UTC).isoformat(
           timespec="seconds"),
       "cpu": cpu,
       "cores": os.cpu_count(),
