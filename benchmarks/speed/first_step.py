@@ -27,7 +27,7 @@ ours / Optax's counterpart (adabound / adam, amsbound / amsgrad, adaboundw /
 adamw, adamod / adam), is the median over rounds of two measurements taken
 seconds apart.
 
-The eager step: ``tx.update`` called without ``jax.jit`` (a debugging session,
+The eager step: ``tx.update`` called without ``jax.jit`` (while debugging,
 or a loop that forgot to jit) on the ResNet-34 tree, the median of
 ``EAGER_CALLS`` calls after two warm-up calls, each round with a fresh state.
 
