@@ -369,20 +369,10 @@ def clip_step_size_by_dynamic_bound(
     lower, upper = _clamped_bounds(
         *bounds(count.astype(_numerics.scalar_dtype()), final_lr_t, gamma)
     )
-    def bounded_step(g, direction, mu):
-      if g is None:
-        return None
-      return _bounded_pass(
-          direction, mu, lr, lower, upper, sign=sign,
-          out_dtype=_numerics.update_dtype(jnp.asarray(g), mu),
-      )
-
-    updates = jax.tree.map(
-        bounded_step,
-        updates,
-        directions,
+    updates = _estimator.map_bound_pass(
+        _bounded_pass, updates, directions,
         _estimator.field(inner_state, "mu", _OWNER),
-        is_leaf=lambda x: x is None,
+        scalars=(lr, lower, upper), sign=sign,
     )
     return updates, ClipStepSizeByDynamicBoundState(
         initial_lr=state.initial_lr,

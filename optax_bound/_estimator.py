@@ -121,6 +121,25 @@ def check_estimator(estimator: optax.GradientTransformation, owner: str) -> None
       )
 
 
+def map_bound_pass(bound_pass, updates, directions, mu, *trees, scalars=(),
+                   **static):
+  """Applies a bound's per-leaf pass to every leaf that has an update.
+
+  ``bound_pass(direction, mu, *tree_leaves, *scalars, out_dtype=..., **static)``
+  returns the leaf's result; ``None`` updates stay ``None``. The update's dtype
+  is the gradient's (or the moment's, for an integer gradient).
+  """
+  def leaf(g, direction, m, *leaves):
+    if g is None:
+      return None
+    return bound_pass(
+        direction, m, *leaves, *scalars,
+        out_dtype=_numerics.update_dtype(jnp.asarray(g), m), **static)
+
+  return jax.tree.map(
+      leaf, updates, directions, mu, *trees, is_leaf=lambda x: x is None)
+
+
 def learning_rate_at(
     learning_rate: optax.ScalarOrSchedule, count: jax.Array, name: str
 ) -> jax.Array:

@@ -196,21 +196,10 @@ def clip_step_size_by_momental_bound(
         _estimator.field(state.inner_state, "count", _OWNER),
         "learning_rate",
     )
-    def momental_step(g, direction, mu, average):
-      if g is None:
-        return None
-      return _momental_pass(
-          direction, mu, average, lr, b3, 1 - b3, sign=sign,
-          out_dtype=_numerics.update_dtype(jnp.asarray(g), mu),
-      )
-
-    steps = jax.tree.map(
-        momental_step,
-        updates,
-        directions,
-        _estimator.field(inner_state, "mu", _OWNER),
-        state.step_size_average,
-        is_leaf=lambda x: x is None,
+    steps = _estimator.map_bound_pass(
+        _momental_pass, updates, directions,
+        _estimator.field(inner_state, "mu", _OWNER), state.step_size_average,
+        scalars=(lr, b3, 1 - b3), sign=sign,
     )
     updates, step_size_average = _numerics.unzip(steps, _LeafStep)
     return updates, ClipStepSizeByMomentalBoundState(
