@@ -4,6 +4,7 @@ The models, data and loop are those of ``python -m benchmarks.flax_training.nnx`
 (``benchmarks/flax_training/_digits.py``), at fewer epochs.
 """
 
+import _bound_history
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -77,18 +78,7 @@ def test_watching_the_bound_records_each_epoch_and_leaves_training_unchanged(
   (plain, unwatched), (watched_params, watched) = runs
   # The twin step that returns the updates applies exactly the same step.
   _assert_trees_equal(plain, watched_params)
-  assert unwatched.train_loss == watched.train_loss
-  assert unwatched.bound is None
-  assert [b["step"] for b in watched.bound] == [22, 44]
-  for b in watched.bound:
-    lower, upper = optax_bound.reference_bounds(
-        jnp.float32(b["step"]), _digits.FINAL_LR, _digits.GAMMA)
-    np.testing.assert_allclose([b["lower"], b["upper"]], [lower, upper],
-                               rtol=1e-6)
-    assert 0 <= b["fraction_at_lower"] <= 1 and 0 <= b["fraction_at_upper"] <= 1
-    assert lower <= b["median_step_size"] <= upper
-  # Early in the run Adam's step sizes are large: the upper bound binds.
-  assert watched.bound[0]["fraction_at_upper"] > 0.1
+  _bound_history.assert_watched_bound_history(unwatched, watched)
 
 
 class _MlpWithBatchNorm(nnx.Module):
