@@ -186,5 +186,6 @@ def test_donated_step_keeps_no_more_temporaries_than_we_know(name, tmp_path):
   xla = tree["optimizers"][name]["xla"]
   n_params = tree["param_bytes"] / 4
   assert xla["extra_donated"] < 0.5 * n_params
-  # Within a few scalars' bytes of the known temporaries, or fewer.
-  assert xla["temps"] / n_params <= TEMPORARY_BYTES_PER_PARAM[name] + 0.1
+  # Within a few scalars' bytes of the known temporaries (a KiB on this tiny
+  # tree), or fewer.
+  assert xla["temps"] / n_params <= TEMPORARY_BYTES_PER_PARAM[name] + 0.25

@@ -293,13 +293,18 @@ def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
   # optimizer's own run, unwrapped, on the good gradients alone.
   kept = [i for i in range(len(sequence)) if i not in skipped]
   unwrapped = _scan(bare)(params, stacked(good))
+  bitwise = np.testing.assert_array_equal
+  # The unwrapped optimizer is another compiled program: XLA 0.8 rounds
+  # AdaMod's quotient |step| / |mu| in it one ulp apart (0.10 does not). The
+  # same program, the clean run, is bitwise for every optimizer.
+  within_an_ulp = lambda a, b: np.testing.assert_array_max_ulp(a, b, 1)
   for k, i in enumerate(kept):
-    for p_clean, s_clean in ((clean[0], clean[2].inner_state),
-                             (unwrapped[0], unwrapped[2])):
-      jax.tree.map(np.testing.assert_array_equal, index(p_faulty, i),
-                   index(p_clean, k))
-      jax.tree.map(np.testing.assert_array_equal,
-                   index(s_faulty.inner_state, i), index(s_clean, k))
+    for p_clean, s_clean, same in (
+        (clean[0], clean[2].inner_state, bitwise),
+        (unwrapped[0], unwrapped[2],
+         within_an_ulp if opt.bound == "momental" else bitwise)):
+      jax.tree.map(same, index(p_faulty, i), index(p_clean, k))
+      jax.tree.map(same, index(s_faulty.inner_state, i), index(s_clean, k))
   # The skipped steps counted nothing, and stored nothing that is not finite.
   counts = optax.tree.get_all_with_path(index(s_faulty.inner_state, -1),
                                         "count")

@@ -219,6 +219,22 @@ def _nnx_predict(model: nnx.Module, x: jax.Array) -> jax.Array:
   return jnp.argmax(model(x), axis=-1)
 
 
+def pure_opt_state(optimizer: nnx.Optimizer) -> optax.OptState:
+  """The optimizer state's arrays, without NNX's ``Variable`` wrappers.
+
+  What ``nnx.as_pure`` does in recent Flax; Flax 0.12.0, the oldest we
+  support, has neither it nor ``Variable.get_value``.
+  """
+  def value(variable):
+    if hasattr(variable, "get_value"):
+      return variable.get_value()
+    return variable.value
+
+  return jax.tree.map(
+      lambda x: value(x) if isinstance(x, nnx.Variable) else x,
+      optimizer.opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def fit_nnx(
     model: nnx.Module,
     tx: optax.GradientTransformation,
@@ -240,7 +256,7 @@ def fit_nnx(
 
   def observed_step(x, y):
     loss, updates = _nnx_observed_step(model, optimizer, x, y)
-    return loss, _bound_stats(updates, nnx.as_pure(optimizer.opt_state))
+    return loss, _bound_stats(updates, pure_opt_state(optimizer))
 
   history = _fit(lambda x, y: _nnx_train_step(model, optimizer, x, y),
                  lambda x: _nnx_predict(model, x), data, epochs=epochs,
