@@ -73,20 +73,17 @@ def _per_parameter(updates, bound_state, fn):
   ``optax.masked`` and ``optax.multi_transform`` the parameters of other
   groups are ``optax.MaskedNode``s in it.
   """
-  mu = _first_moment(bound_state)
+  trees = [_first_moment(bound_state), updates]
   if isinstance(bound_state, _momental_bound.ClipStepSizeByMomentalBoundState):
-    per_element_bound = bound_state.step_size_average
-  else:
-    per_element_bound = jax.tree.map(
-        lambda _: None, mu, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    trees.append(bound_state.step_size_average)
 
-  def leaf(m, u, bound):
+  def leaf(m, u, *bound):
     if m is None or isinstance(m, optax.MaskedNode):
       return jax.tree.map(lambda _: _ELSEWHERE, u)
-    return fn(u, m, bound)
+    return fn(u, m, bound[0] if bound else None)
 
   return jax.tree.map(
-      leaf, mu, updates, per_element_bound,
+      leaf, *trees,
       is_leaf=lambda x: x is None or isinstance(x, optax.MaskedNode),
   )
 

@@ -35,7 +35,7 @@ def _train(seed, data, **moment_dtypes):
   model = _digits.nnx_model("mlp", seed)
   optimizer, history = _digits.fit_nnx(model, tx, data, epochs=EPOCHS,
                                        batch_size=BATCH_SIZE, seed=seed)
-  opt_state = _digits.pure_opt_state(optimizer)
+  opt_state = _digits.arrays(optimizer.opt_state)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   return history, opt_state, params
 

@@ -195,11 +195,33 @@ def nnx_model(name: str, seed: int) -> nnx.Module:
   return model_class(rngs=nnx.Rngs(seed))
 
 
+def arrays(tree: Any) -> Any:
+  """``tree`` with NNX's ``Variable`` wrappers replaced by their arrays.
+
+  What ``nnx.as_pure`` does in recent Flax, and ``nnx.pure`` (deprecated
+  there) in Flax 0.12.0, the oldest we support, which has neither
+  ``as_pure`` nor ``Variable.get_value``.
+  """
+  def value(variable):
+    if hasattr(variable, "get_value"):
+      return variable.get_value()
+    return variable.value
+
+  return jax.tree.map(
+      lambda x: value(x) if isinstance(x, nnx.Variable) else x,
+      tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
 def _nnx_step_and_updates(
     model: nnx.Module, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array
 ) -> tuple[jax.Array, Any]:
   loss, grads = nnx.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
-  updates = optimizer.update(model, grads)
+  # The updates optimizer.update applies (recent Flax returns them, 0.12.0
+  # does not): the same call on the same arrays, which XLA computes once.
+  updates, _ = optimizer.tx.update(
+      arrays(grads), arrays(optimizer.opt_state),
+      arrays(nnx.state(model, nnx.Param)))
+  optimizer.update(model, grads)
   return loss, updates
 
 
@@ -217,22 +239,6 @@ _nnx_observed_step = nnx.jit(_nnx_step_and_updates)
 @nnx.jit
 def _nnx_predict(model: nnx.Module, x: jax.Array) -> jax.Array:
   return jnp.argmax(model(x), axis=-1)
-
-
-def pure_opt_state(optimizer: nnx.Optimizer) -> optax.OptState:
-  """The optimizer state's arrays, without NNX's ``Variable`` wrappers.
-
-  What ``nnx.as_pure`` does in recent Flax; Flax 0.12.0, the oldest we
-  support, has neither it nor ``Variable.get_value``.
-  """
-  def value(variable):
-    if hasattr(variable, "get_value"):
-      return variable.get_value()
-    return variable.value
-
-  return jax.tree.map(
-      lambda x: value(x) if isinstance(x, nnx.Variable) else x,
-      optimizer.opt_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def fit_nnx(
@@ -256,7 +262,7 @@ def fit_nnx(
 
   def observed_step(x, y):
     loss, updates = _nnx_observed_step(model, optimizer, x, y)
-    return loss, _bound_stats(updates, pure_opt_state(optimizer))
+    return loss, _bound_stats(updates, arrays(optimizer.opt_state))
 
   history = _fit(lambda x, y: _nnx_train_step(model, optimizer, x, y),
                  lambda x: _nnx_predict(model, x), data, epochs=epochs,
