@@ -173,9 +173,9 @@ def _scale_by_reference_moments(
     _validation.check_inexact_leaves(params)
     mu = optax.tree.zeros_like(params, dtype=mu_dtype)
     nu = _real_zeros_like(params, nu_dtype)
-    for moment in jax.tree.leaves((mu, nu)):
-      _validation.check_decay_rate_in_dtype("b1", b1, moment.dtype)
-      _validation.check_decay_rate_in_dtype("b2", b2, moment.dtype)
+    for dtype in {moment.dtype for moment in jax.tree.leaves((mu, nu))}:
+      _validation.check_decay_rate_in_dtype("b1", b1, dtype)
+      _validation.check_decay_rate_in_dtype("b2", b2, dtype)
     count = jnp.zeros([], jnp.int32)
     if use_max:
       return optax.ScaleByAmsgradState(
