@@ -93,6 +93,9 @@ def _momental_pass(direction, mu, average, learning_rate, b3, one_minus_b3, *,
       undefined, jnp.ones_like(mu_size), mu_size
   )
   old_average = average.astype(real)
+  # In the pass's dtype: traced float64 hyperparameters (inject_hyperparams
+  # under jax_enable_x64) must not promote a float32 average.
+  b3, one_minus_b3 = (jnp.asarray(x).astype(real) for x in (b3, one_minus_b3))
   new_average = _numerics.select(
       undefined, old_average, b3 * old_average + one_minus_b3 * step_size
   )

@@ -292,3 +292,21 @@ def test_inject_hyperparams_with_the_defaults_behaves_like_the_plain_optimizer(
   np.testing.assert_allclose(
       np.asarray(updates, np.float32), np.asarray(expected, np.float32),
       rtol=1e-2)
+
+
+@pytest.mark.parametrize("opt", select(public=True))
+def test_traced_float64_hyperparameters_keep_a_float32_state(opt):
+  """inject_hyperparams under jax_enable_x64 traces float64 hyperparameters:
+  they must not promote a float32 parameter's state (found by a drawn tree)."""
+  with jax.enable_x64(True):
+    params = {"w": jnp.array([1.0, -2.0], jnp.float32),
+              "v": jnp.array(0.5, jnp.float64)}
+    tx = opt.injected(hyperparam_dtype=jnp.float64, learning_rate=0.1)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    types = lambda tree: jax.tree.map(lambda x: jnp.result_type(x), tree)
+    new_state = state
+    for _ in range(2):
+      updates, new_state = step(params, new_state, params)
+    assert types(new_state) == types(state)
+    assert np.all(np.isfinite(updates["w"])) and np.all(np.isfinite(updates["v"]))
