@@ -30,6 +30,8 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax shipped with the site, so that its math renders offline too.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 
