@@ -11,7 +11,10 @@ Sphinx copies each one it meets into ``_images/`` of the built site.
 """
 
 import pathlib
+import re
 import sys
+
+from docutils import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # autodoc imports the package from this clone
@@ -64,3 +67,33 @@ nitpick_ignore_regex = [
 
 html_theme = "furo"
 html_title = f"optax_bound {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+
+# Long inline code, such as a cited test id
+# (tests/test_file.py::test_what_it_checks), is one word to the browser, which
+# furo lets break anywhere: mid-word. A <wbr> after each "/", "::" and "_"
+# gives it the places a reader would break it; copying the text is unchanged.
+_LONG_LITERAL = 30
+_BREAK_AFTER = re.compile(r"(?<=::)|(?<=[/_])")
+
+
+def _break_long_literals(app, doctree, docname):
+  del app, docname
+  for literal in list(doctree.findall(nodes.literal)):
+    text = literal.astext()
+    if (len(literal.children) != 1 or not isinstance(literal[0], nodes.Text)
+        or len(text) < _LONG_LITERAL or " " in text):
+      continue
+    pieces = [p for p in _BREAK_AFTER.split(text) if p]
+    if len(pieces) < 2:
+      continue
+    literal.children = []
+    for i, piece in enumerate(pieces):
+      if i:
+        literal += nodes.raw("", "<wbr>", format="html")
+      literal += nodes.Text(piece)
+
+
+def setup(app):
+  app.connect("doctree-resolved", _break_long_literals)
