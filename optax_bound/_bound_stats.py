@@ -29,11 +29,11 @@ _ELSEWHERE = object()
 class BoundStats(NamedTuple):
   """What the bound did on one step; see :func:`bound_stats`."""
 
-  #: The lower end of the band the step sizes were clipped into: the dynamic
-  #: bound's lower(t); 0 for the momental bound.
+  #: The lower end of the band the step sizes were clipped into (the dynamic
+  #: bound's lower(t)); 0 for the momental bound.
   lower: jax.Array
-  #: The upper end: the dynamic bound's upper(t); for the momental bound, the
-  #: median of its per-element bounds.
+  #: The upper end of the band (the dynamic bound's upper(t)); for the
+  #: momental bound, the median of its per-element bounds.
   upper: jax.Array
   #: The share of elements (with a nonzero first moment) whose step size was
   #: set by the lower bound.

@@ -116,16 +116,20 @@ class ClipStepSizeByDynamicBoundState(NamedTuple):
   field names are part of the checkpoint format and are kept stable.
   """
 
-  # shape=(), default float dtype: the learning rate at step 0 (``lr_0``).
+  #: The learning rate at step 0 (``lr_0``), a scalar (shape ``()``) of the
+  #: default float dtype, as are the three fields below.
   initial_lr: jax.typing.ArrayLike
-  # shape=(), default float dtype: the largest learning rate used so far.
+  #: The largest learning rate used so far.
   peak_lr: jax.typing.ArrayLike
-  # shape=(), default float dtype: the band the last step's sizes were clipped
-  # into, after clamping to 0 <= lower <= upper <= the dtype's largest value
-  # (an open bound is stored as that value, so that the state stays finite;
-  # 0 and the largest value before any step).
+  #: The lower end of the band the last step's sizes were clipped into,
+  #: after clamping to ``0 <= lower <= upper``; 0 before any step.
   lower: jax.typing.ArrayLike
+  #: The upper end of that band, clamped to the dtype's largest value (an
+  #: open bound is stored as that value, so that the state stays finite);
+  #: that value before any step.
   upper: jax.typing.ArrayLike
+  #: The state of the wrapped moment estimator, which holds the step
+  #: ``count`` and the first moment ``mu``.
   inner_state: optax.OptState
 
 

@@ -51,9 +51,11 @@ class ClipStepSizeByMomentalBoundState(NamedTuple):
   The field names are part of the checkpoint format and are kept stable.
   """
 
-  # Param-shaped, the real dtype of each parameter: s_t, the average of the
-  # step sizes taken, which bounds the next one.
+  #: The average of the step sizes taken, :math:`s_t`, which bounds the next
+  #: one; shaped as the parameters, in the real dtype of each.
   step_size_average: optax.Updates
+  #: The state of the wrapped moment estimator, which holds the step
+  #: ``count`` and the first moment ``mu``.
   inner_state: optax.OptState
 
 
