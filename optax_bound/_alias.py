@@ -216,21 +216,28 @@ def adabound(
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaBound: Adam whose per-element step size is clipped into a dynamic bound.
 
-  The bounds start wide, so training starts like Adam, and converge to
-  ``final_lr``, so it ends like SGD with momentum. Per step, with :math:`t`
-  counted from 1 and :math:`\alpha_t` the learning rate:
+  The bounds start wide, so training starts like Adam, and close on
+  ``final_lr``, so it ends like SGD with momentum (``final_lr`` below says
+  which SGD). Per step, with :math:`t` counted from 1:
 
   .. math::
 
     g_t &\leftarrow g_t + \lambda p_{t-1} \\
     m_t &= \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
     v_t &= \beta_2 v_{t-1} + (1 - \beta_2) |g_t|^2 \\
-    \eta_t &= \alpha_t \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}
-              \cdot \frac{1}{\sqrt{v_t} + \epsilon} \\
+    \eta_t &= \frac{\alpha_t}{\sqrt{v_t} + \epsilon} \cdot
+              \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} \\
     \eta^*_t &= \eta^* \alpha_t / \alpha_0 \\
-    p_t &= p_{t-1} - \mathrm{clip}\left(\eta_t,\
-           \eta^*_t \left(1 - \tfrac{1}{\gamma t + 1}\right),\
-           \eta^*_t \left(1 + \tfrac{1}{\gamma t}\right)\right) m_t
+    \eta_l(t) &= \eta^*_t \left(1 - \tfrac{1}{\gamma t + 1}\right) \\
+    \eta_u(t) &= \eta^*_t \left(1 + \tfrac{1}{\gamma t}\right) \\
+    p_t &= p_{t-1} - \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
+
+  where :math:`\alpha_t` is the learning rate of step :math:`t`,
+  :math:`\lambda` is ``weight_decay``, :math:`\eta^*` is ``final_lr`` and
+  :math:`\gamma` is ``gamma``. :math:`\eta^*_t` is ``final_lr`` carried along
+  the learning rate's schedule, relative to the learning rate :math:`\alpha_0`
+  it was set for (see :func:`coupled_final_lr`), and :math:`\eta_l(t)`,
+  :math:`\eta_u(t)` are the lower and upper bounds, which close on it.
 
   This is the authors' code to float64 round-off (tested against it). Every
   argument after ``learning_rate`` is keyword-only.
@@ -239,12 +246,21 @@ def adabound(
     learning_rate: A global scaling factor, either fixed or evolving along
       iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
       Adam's learning rate at the start; one below 0 is taken as 0.
-    final_lr: The learning rate SGD ends with, a number or a schedule; it
-      follows the learning rate (``final_lr * lr_t / lr_0``) unless
-      ``final_lr_coupling`` says otherwise.
+    final_lr: The learning rate the bounds close on, a number or a schedule;
+      it follows the learning rate (``final_lr * lr_t / lr_0``) unless
+      ``final_lr_coupling`` says otherwise. Once the band has closed, the
+      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
+      dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
+      ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
+      ``torch.optim.SGD(params, lr=0.01, momentum=0.9)`` or
+      ``optax.sgd(0.01, momentum=0.9)``.
     b1: Exponential decay rate to track the first moment of past gradients.
     b2: Exponential decay rate to track the second moment of past gradients.
-    gamma: The convergence speed of the bounds.
+    gamma: How fast the band closes: the bounds are within a factor of 2 of
+      ``final_lr`` after about ``1 / gamma`` steps (at ``t = 1 / gamma`` they
+      are ``final_lr / 2`` and ``2 * final_lr``) and within 10% after
+      ``10 / gamma``; 0 never closes it (Adam).
     eps: A small constant added to the square root of the raw second moment.
     eps_root: A small constant added to the second moment inside the square
       root, as in ``optax.adam``: a positive value keeps gradients *through*
@@ -256,12 +272,13 @@ def adabound(
       needs no ``params``.
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
-      should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip. Under
+      should be booleans, ``True`` for leaves/subtrees you want to apply the
+      weight decay to, and ``False`` for those you want to skip. Under
       ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment; if `None`, the real
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment; if ``None``, the real
       dtype of each parameter. ``jnp.bfloat16`` halves its memory.
     bound_fn: ``bound_fn(t, final_lr, gamma) -> (lower, upper)``; default
       :func:`optax_bound.reference_bounds`.
@@ -334,8 +351,9 @@ def amsbound(
 ) -> optax.GradientTransformationExtraArgs:
   r"""AMSBound: AMSGrad whose per-element step size is clipped into a dynamic bound.
 
-  As :func:`adabound`, with the running maximum of the raw second moment in
-  the denominator (:func:`optax_bound.scale_by_amsgrad`):
+  As :func:`adabound` (whose formula defines the symbols), with the running
+  maximum of the raw second moment in the denominator
+  (:func:`optax_bound.scale_by_amsgrad`):
 
   .. math::
 
@@ -349,12 +367,21 @@ def amsbound(
     learning_rate: A global scaling factor, either fixed or evolving along
       iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
       Adam's learning rate at the start; one below 0 is taken as 0.
-    final_lr: The learning rate SGD ends with, a number or a schedule; it
-      follows the learning rate (``final_lr * lr_t / lr_0``) unless
-      ``final_lr_coupling`` says otherwise.
+    final_lr: The learning rate the bounds close on, a number or a schedule;
+      it follows the learning rate (``final_lr * lr_t / lr_0``) unless
+      ``final_lr_coupling`` says otherwise. Once the band has closed, the
+      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
+      dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
+      ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
+      ``torch.optim.SGD(params, lr=0.01, momentum=0.9)`` or
+      ``optax.sgd(0.01, momentum=0.9)``.
     b1: Exponential decay rate to track the first moment of past gradients.
     b2: Exponential decay rate to track the second moment of past gradients.
-    gamma: The convergence speed of the bounds.
+    gamma: How fast the band closes: the bounds are within a factor of 2 of
+      ``final_lr`` after about ``1 / gamma`` steps (at ``t = 1 / gamma`` they
+      are ``final_lr / 2`` and ``2 * final_lr``) and within 10% after
+      ``10 / gamma``; 0 never closes it (Adam).
     eps: A small constant added to the square root of the running maximum.
     eps_root: A small constant added to the running maximum inside the square
       root, as in ``optax.amsgrad``; 0 is the reference.
@@ -363,13 +390,14 @@ def amsbound(
       no decay, and ``update`` needs no ``params``.
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
-      should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip. Under
+      should be booleans, ``True`` for leaves/subtrees you want to apply the
+      weight decay to, and ``False`` for those you want to skip. Under
       ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment and its running maximum;
-      if `None`, the real dtype of each parameter.
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment and its running
+      maximum; if ``None``, the real dtype of each parameter.
     bound_fn: ``bound_fn(t, final_lr, gamma) -> (lower, upper)``; default
       :func:`optax_bound.reference_bounds`.
     final_lr_coupling: ``'initial'`` (reference), ``'peak'`` or ``'fixed'``;
@@ -440,13 +468,15 @@ def adaboundw(
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaBoundW: AdaBound with decoupled weight decay, as in the authors' repository.
 
-  The bounded step of :func:`adabound` without the L2 term, and the decay
-  subtracted from the parameters directly:
+  The bounded step of :func:`adabound` (whose formula defines
+  :math:`\eta_t`, :math:`\eta_l(t)` and :math:`\eta_u(t)`) without the L2
+  term, and the decay :math:`\lambda`, ``weight_decay``, subtracted from the
+  parameters directly:
 
   .. math::
 
-    p_t = p_{t-1} - \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
-          - \lambda p_{t-1}
+    p_t &= p_{t-1} - \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t \\
+        &\quad - \lambda p_{t-1}
 
   The authors' AdaBoundW does not scale the decay by the learning rate;
   ``lr_scaled_decay=True`` subtracts :math:`\lambda \alpha_t p_{t-1}` instead,
@@ -457,12 +487,21 @@ def adaboundw(
     learning_rate: A global scaling factor, either fixed or evolving along
       iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
       Adam's learning rate at the start; one below 0 is taken as 0.
-    final_lr: The learning rate SGD ends with, a number or a schedule; it
-      follows the learning rate (``final_lr * lr_t / lr_0``) unless
-      ``final_lr_coupling`` says otherwise.
+    final_lr: The learning rate the bounds close on, a number or a schedule;
+      it follows the learning rate (``final_lr * lr_t / lr_0``) unless
+      ``final_lr_coupling`` says otherwise. Once the band has closed, the
+      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
+      dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
+      ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
+      ``torch.optim.SGD(params, lr=0.01, momentum=0.9)`` or
+      ``optax.sgd(0.01, momentum=0.9)``.
     b1: Exponential decay rate to track the first moment of past gradients.
     b2: Exponential decay rate to track the second moment of past gradients.
-    gamma: The convergence speed of the bounds.
+    gamma: How fast the band closes: the bounds are within a factor of 2 of
+      ``final_lr`` after about ``1 / gamma`` steps (at ``t = 1 / gamma`` they
+      are ``final_lr / 2`` and ``2 * final_lr``) and within 10% after
+      ``10 / gamma``; 0 never closes it (Adam).
     eps: A small constant added to the square root of the raw second moment.
     eps_root: A small constant added to the second moment inside the square
       root, as in ``optax.adam``; 0 is the reference.
@@ -470,12 +509,13 @@ def adaboundw(
       schedule. ``None`` (the default) or 0: no decay.
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
-      should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip. Under
+      should be booleans, ``True`` for leaves/subtrees you want to apply the
+      weight decay to, and ``False`` for those you want to skip. Under
       ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment; if `None`, the real
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment; if ``None``, the real
       dtype of each parameter.
     bound_fn: ``bound_fn(t, final_lr, gamma) -> (lower, upper)``; default
       :func:`optax_bound.reference_bounds`.
@@ -589,12 +629,13 @@ def adamod(
       p_{t-1}`, a number or a schedule. ``None`` (the default) or 0: no decay.
     mask: A tree with same structure as (or a prefix of) the params PyTree, or
       a Callable that returns such a pytree given the params/updates. The leaves
-      should be booleans, `True` for leaves/subtrees you want to apply the
-      weight decay to, and `False` for those you want to skip. Under
+      should be booleans, ``True`` for leaves/subtrees you want to apply the
+      weight decay to, and ``False`` for those you want to skip. Under
       ``optax.inject_hyperparams``, name a callable mask in ``static_args``.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment; if `None`, the real
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment; if ``None``, the real
       dtype of each parameter.
 
   Returns:

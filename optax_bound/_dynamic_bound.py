@@ -73,8 +73,8 @@ def reference_bounds(
 
   .. math::
 
-    \eta_l(t) = \eta^* \left(1 - \frac{1}{\gamma t + 1}\right), \qquad
-    \eta_u(t) = \eta^* \left(1 + \frac{1}{\gamma t}\right)
+    \eta_l(t) &= \eta^* \left(1 - \frac{1}{\gamma t + 1}\right) \\
+    \eta_u(t) &= \eta^* \left(1 + \frac{1}{\gamma t}\right)
 
   The paper's experiments use :math:`0.1 \mp 0.1 / ((1 - \beta_2) t + ...)`,
   which is this function with ``final_lr=0.1`` and ``gamma=1 - b2``.
@@ -84,7 +84,9 @@ def reference_bounds(
   Args:
     t: The step number, counted from 1.
     final_lr: The learning rate :math:`\eta^*` both bounds converge to.
-    gamma: The convergence speed of the bounds.
+    gamma: How fast the bounds close on ``final_lr``: within a factor of 2
+      of it at ``t = 1 / gamma`` (``final_lr / 2`` and ``2 * final_lr``),
+      within 10% at ``t = 10 / gamma``.
 
   Returns:
     The pair ``(lower, upper)``.
@@ -255,8 +257,7 @@ def clip_step_size_by_dynamic_bound(
   Wraps ``moment_estimator``, whose direction :math:`d_t` must be a positive
   per-element multiple of the first moment :math:`m_t` in its state's ``mu``,
   and whose state counts the steps in ``count``. With :math:`\alpha_t` the
-  learning rate and :math:`\eta^*_t` the coupled
-  final learning rate:
+  learning rate and :math:`\eta^*_t` the coupled final learning rate:
 
   .. math::
 
@@ -264,11 +265,27 @@ def clip_step_size_by_dynamic_bound(
     \eta^*_t &= \eta^* \alpha_t / \alpha_0 \\
     u_t &= \mathrm{clip}(\eta_t, \eta_l(t), \eta_u(t)) \, m_t
 
-  and the returned update is :math:`-u_t`, so the method starts like the
-  wrapped estimator (wide bounds) and ends like SGD with momentum at
-  :math:`\eta^*_t` (bounds collapsed). :math:`\eta_t` is never formed as a
-  quotient; see the module docstring. A learning rate below 0 (a schedule
-  that overshoots) is taken as 0: no step.
+  where :math:`\eta^*` is ``final_lr``, :math:`\alpha_0` the learning rate it
+  was set for (see :func:`coupled_final_lr`) and :math:`\eta_l(t)`,
+  :math:`\eta_u(t)` the bounds ``bound_fn`` gives for :math:`\eta^*_t`. The
+  returned update is :math:`-u_t`, so the method starts like the wrapped
+  estimator (wide bounds) and ends as :math:`\eta^*_t m_t` (bounds closed):
+  SGD with momentum dampened by :math:`\beta_1`, if :math:`m_t` is Adam's
+  average (see ``final_lr`` in :func:`adabound`).
+
+  :math:`\eta_t` is never formed as a quotient, which would be 0 / 0 where
+  :math:`m_t = 0`. With :math:`s = |\alpha_t d_t|`, the bounded step is
+
+  .. math::
+
+    u_t = \operatorname{sign}(m_t) \cdot
+          \mathrm{clip}(s, \eta_l(t) |m_t|, \eta_u(t) |m_t|)
+
+  which equals :math:`\mathrm{clip}(s / |m_t|, \eta_l(t), \eta_u(t)) \, m_t`
+  wherever :math:`m_t \neq 0`, and 0 where :math:`m_t = 0`: two comparisons of
+  magnitudes pick one of :math:`\alpha_t d_t`, :math:`\eta_l(t) m_t` and
+  :math:`\eta_u(t) m_t`, for real and complex parameters alike. A learning
+  rate below 0 (a schedule that overshoots) is taken as 0: no step.
 
   Args:
     moment_estimator: The Adam-family transform whose step size is bounded.
@@ -283,10 +300,14 @@ def clip_step_size_by_dynamic_bound(
       when the bound is built.
     learning_rate: A global scaling factor, either fixed or evolving along
       iterations with a scheduler, see :func:`optax.scale_by_learning_rate`.
-    final_lr: The learning rate both bounds converge to (SGD's learning rate),
-      a number or a schedule of the step count.
-    gamma: The convergence speed of the bounds; after about ``1 / gamma`` steps
-      they are within a factor of 2 of ``final_lr``.
+    final_lr: The learning rate both bounds converge to, a number or a
+      schedule of the step count: once they have closed, the update is
+      ``final_lr * mu`` (for Adam's ``mu``, SGD with dampened momentum; see
+      ``final_lr`` in :func:`adabound` for PyTorch's and Optax's equivalent).
+    gamma: How fast the band closes: with the reference's bounds, they are
+      within a factor of 2 of ``final_lr`` after about ``1 / gamma`` steps
+      (at ``t = 1 / gamma`` they are ``final_lr / 2`` and ``2 * final_lr``)
+      and within 10% after ``10 / gamma``; 0 never closes it.
     bound_fn: ``bound_fn(t, final_lr, gamma) -> (lower, upper)``, with ``t``
       counted from 1; default :func:`optax_bound.reference_bounds`. Under
       ``optax.inject_hyperparams``, name it in ``static_args``.

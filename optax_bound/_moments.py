@@ -255,10 +255,11 @@ def scale_by_adam(
       ``optax.scale_by_adam``: a positive value keeps gradients *through* the
       update finite where it is 0 (a dead unit, in meta-learning). 0 is the
       reference.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment; if
-      `None`, the real dtype of each parameter. ``jnp.bfloat16`` halves its
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment; if
+      ``None``, the real dtype of each parameter. ``jnp.bfloat16`` halves its
       memory; the arithmetic runs in float32 or wider either way.
     bias_correction: Whether to apply the factor
       :math:`\sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`. ``False`` gives the
@@ -325,10 +326,11 @@ def scale_by_amsgrad(
       ``optax.scale_by_adam``: a positive value keeps gradients *through* the
       update finite where it is 0 (a dead unit, in meta-learning). 0 is the
       reference.
-    mu_dtype: Optional `dtype` to be used for the first order accumulator; if
-      `None` then the `dtype` is inferred from `params` and `updates`.
-    nu_dtype: Optional `dtype` of the second moment and its running maximum; if
-      `None`, the real dtype of each parameter. ``jnp.bfloat16`` halves its
+    mu_dtype: Optional ``dtype`` to be used for the first order accumulator;
+      if ``None`` then the ``dtype`` is inferred from ``params`` and
+      ``updates``.
+    nu_dtype: Optional ``dtype`` of the second moment and its running maximum;
+      if ``None``, the real dtype of each parameter. ``jnp.bfloat16`` halves its
       memory; the arithmetic runs in float32 or wider either way.
     bias_correction: Whether to apply the factor
       :math:`\sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`. ``False`` gives the
