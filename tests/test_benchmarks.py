@@ -13,10 +13,12 @@ import json
 import numpy as np
 import pytest
 
+from benchmarks._common import report
 from benchmarks.speed import __main__ as speed
 from benchmarks.speed import _workloads
 from benchmarks.speed import first_step
 from benchmarks.speed import memory
+from benchmarks.speed import step_time
 
 HAS_PEERS = all(importlib.util.find_spec(name) is not None
                 for name in ("torch", "adabound", "pytorch_optimizer"))
@@ -39,6 +41,22 @@ def test_resnet34_kernels_are_hwio():
   assert tree["conv_init"]["kernel"] == (3, 3, 3, 64)
   assert tree["ResNetBlock_3"]["conv_proj"]["kernel"] == (1, 1, 64, 128)
   assert tree["Dense_0"]["kernel"] == (512, 10)
+
+
+def test_a_step_time_ratio_is_the_median_of_per_round_ratios():
+  # The machine is twice as fast in round 1 and slow in round 2: a round's two
+  # blocks share its speed, and the quotient of the medians (2.0 / 1.0)
+  # would mix the rounds.
+  runs = {"a": {"rounds": [0, 1, 2], "times": [[1.0], [2.0], [8.0]]},
+          "b": {"rounds": [0, 1, 2], "times": [[1.0], [1.0], [16.0]]}}
+  r = step_time.ratio(runs, "a", "b")
+  assert r == {"median": 1.0, "q25": 0.75, "q75": 1.5, "min": 0.5, "max": 2.0,
+               "rounds": 3}
+  assert report.format_ratio(r, "b") == (
+      "1.000 x b (IQR 0.750-1.500, range 0.500-2.000, 3 rounds)")
+  # Only the rounds both ran count.
+  runs["b"] = {"rounds": [1, 2], "times": [[1.0], [16.0]]}
+  assert step_time.ratio(runs, "a", "b")["rounds"] == 2
 
 
 @pytest.mark.slow
@@ -73,6 +91,11 @@ def test_speed_script_runs_at_tiny_size(tmp_path):
   assert adabound["summary"]["ideal_bytes_per_param"] == 14
   targets = {(t["numerator"], t["denominator"]) for t in result["targets"]}
   assert ("adabound", "optax.adam") in targets
+  # Every optimizer against its reference, with the spread over rounds.
+  (vs_adam,) = [r for r in records[("GPT-2 small", "float32")]["ratios"]
+                if r["numerator"] == "adabound"]
+  assert vs_adam["denominator"] == "optax.adam" and vs_adam["rounds"] == 2
+  assert vs_adam["min"] <= vs_adam["q25"] <= vs_adam["median"] <= vs_adam["max"]
   assert (("adabound", "torch Adam (fused)") in targets) == HAS_PEERS
   # --only step_time: no time to first step.
   assert not (tmp_path / "first_step.json").exists()

@@ -13,6 +13,8 @@ import platform
 from typing import Any
 from typing import Sequence
 
+import numpy as np
+
 # benchmarks/results/: one folder per purpose (study, flax_training, speed).
 RESULTS = pathlib.Path(__file__).parents[1] / "results"
 
@@ -80,3 +82,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   widths = [max(len(c) for c in column) for column in columns]
   rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
   return "\n".join([line(header), rule, *(line(r) for r in body)])
+
+
+def ratio_summary(per_round: Sequence[float]) -> dict[str, float]:
+  """The median of per-round ratios, with its spread: how timings are compared.
+
+  On a shared machine the speed drifts from round to round by more than two
+  optimizers differ, so a comparison takes one ratio per round, of two
+  measurements made seconds apart, and reports their median, quartiles and
+  range. A quotient of two optimizers' own medians would mix rounds, and can
+  differ from it by more than the difference it measures.
+  """
+  x = np.asarray(per_round, dtype=float)
+  q25, median, q75 = np.percentile(x, [25, 50, 75])
+  return {"median": float(median), "q25": float(q25), "q75": float(q75),
+          "min": float(x.min()), "max": float(x.max()), "rounds": int(x.size)}
+
+
+def format_ratio(r: dict[str, float], of: str = "") -> str:
+  """``0.998 x {of} (IQR 0.953-1.111, range 0.863-1.178, 10 rounds)``."""
+  return (f"{r['median']:.3f}{f' x {of}' if of else ''} (IQR {r['q25']:.3f}-"
+          f"{r['q75']:.3f}, range {r['min']:.3f}-{r['max']:.3f}, "
+          f"{r['rounds']} rounds)")

@@ -317,7 +317,12 @@ def _summary(run: dict[str, Any], n_params: int, param_bytes: int,
 
 def ratio(runs: dict[str, Any], numerator: str, denominator: str
           ) -> dict[str, float] | None:
-  """numerator / denominator step time: the median over shared rounds."""
+  """numerator / denominator step time, per shared round; their median and spread.
+
+  Each round's ratio is of the two optimizers' median steps in that round, run
+  seconds apart (``report.ratio_summary``): the statistic every table and the
+  docs report.
+  """
   if numerator not in runs or denominator not in runs:
     return None
   medians = [{r: float(np.median(t)) for r, t in
@@ -326,9 +331,7 @@ def ratio(runs: dict[str, Any], numerator: str, denominator: str
   shared = sorted(set(medians[0]) & set(medians[1]))
   if not shared:
     return None
-  per_round = np.array([medians[0][r] / medians[1][r] for r in shared])
-  return {"median": float(np.median(per_round)), "min": float(per_round.min()),
-          "max": float(per_round.max()), "rounds": len(shared)}
+  return report.ratio_summary([medians[0][r] / medians[1][r] for r in shared])
 
 
 def lineup(workload: Workload, dtype: str, optimizers: list[str],
@@ -375,8 +378,7 @@ def _table(record: dict[str, Any]) -> str:
     s = run["summary"]
     reference = _reference_of(name)
     r = ratio(record["runs"], name, reference) if reference else None
-    versus = (f"{r['median']:.3f} x {reference} [{r['min']:.3f}, "
-              f"{r['max']:.3f}]" if r else "")
+    versus = report.format_ratio(r, reference) if r else ""
     rows.append([name, f"{s['median_ms']:.3f}",
                  f"{s['p25_ms']:.3f}-{s['p75_ms']:.3f}", s["steps"],
                  f"{s['ns_per_param']:.3f}",
@@ -386,7 +388,7 @@ def _table(record: dict[str, Any]) -> str:
           f"parameters in {record['leaves']} leaves\n"
           + report.table(["optimizer", "median ms", "p25-p75 ms", "steps",
                            "ns/param", "B/param", "GB/s",
-                           "step time vs [min, max over rounds]"], rows))
+                           "step time vs: median of per-round ratios"], rows))
 
 
 def targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -407,14 +409,31 @@ def targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _targets_table(rows: list[dict[str, Any]]) -> str:
-  return "Our targets (float32, step-time ratio, median over rounds)\n" + (
-      report.table(
-          ["workload", "ratio", "measured", "min-max over rounds", "target",
-           "met", "why"],
-          [[t["workload"], f"{t['numerator']} / {t['denominator']}",
-            f"{t['median']:.3f}", f"{t['min']:.3f}-{t['max']:.3f}",
-            t["target"], "yes" if t["met"] else "NO", t["why"]]
-           for t in rows]))
+  return ("Our targets (float32, step-time ratio: the median of per-round "
+          "ratios, its IQR and range)\n" + report.table(
+              ["workload", "ratio", "median", "IQR", "range", "rounds",
+               "target", "met", "why"],
+              [[t["workload"], f"{t['numerator']} / {t['denominator']}",
+                f"{t['median']:.3f}", f"{t['q25']:.3f}-{t['q75']:.3f}",
+                f"{t['min']:.3f}-{t['max']:.3f}", t["rounds"], t["target"],
+                "yes" if t["met"] else "no", t["why"]]
+               for t in rows]))
+
+
+def _tables(records: list[dict[str, Any]], reached: list[dict[str, Any]]
+            ) -> list[str]:
+  return [*map(_table, records), *([_targets_table(reached)] if reached else [])]
+
+
+def comparisons(record: dict[str, Any]) -> list[dict[str, Any]]:
+  """Each optimizer of one record against its reference (``ratio``)."""
+  out = []
+  for name in record["runs"]:
+    reference = _reference_of(name)
+    r = ratio(record["runs"], name, reference) if reference else None
+    if r:
+      out.append({"numerator": name, "denominator": reference, **r})
+  return out
 
 
 def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
@@ -477,9 +496,9 @@ def run(settings: Settings, optimizers: list[str], peers, out: pathlib.Path,
   seconds = time.perf_counter() - started
   load_after = os.getloadavg()[0]
   reached = targets(records)
-  tables = [_table(r) for r in records]
-  if reached:
-    tables.append(_targets_table(reached))
+  for record in records:
+    record["ratios"] = comparisons(record)
+  tables = _tables(records, reached)
   plot(records, out / "speed.png")
   path = report.write_json(out / "speed.json", {
       "settings": settings._asdict(), "seconds": seconds,
@@ -496,3 +515,26 @@ def progress_steps(settings: Settings, optimizers: list[str], peers) -> int:
   return settings.repeats * sum(
       len(lineup(w, d, optimizers, peers))
       for w in workloads(settings) for d in settings.dtypes)
+
+
+def main(argv: list[str] | None = None) -> str:
+  """``python -m benchmarks.speed.step_time [speed.json]``: the tables again.
+
+  Recomputes every table from the timed steps stored in a ``speed.json``
+  (by default the committed one), without timing anything.
+  """
+  import argparse
+  import json
+
+  parser = argparse.ArgumentParser(
+      prog="python -m benchmarks.speed.step_time", description=main.__doc__)
+  parser.add_argument("json", nargs="?", type=pathlib.Path,
+                      default=report.RESULTS / "speed" / "speed.json")
+  saved = json.loads(parser.parse_args(argv).json.read_text())
+  text = "\n\n".join(_tables(saved["records"], targets(saved["records"])))
+  print(f"{saved['machine']['date']}, {saved['machine']['cpu']}\n\n{text}")
+  return text
+
+
+if __name__ == "__main__":
+  main()
