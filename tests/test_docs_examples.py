@@ -141,6 +141,13 @@ def test_the_state_table_of_the_checkpoints_page_is_what_init_builds():
     assert re.findall(r"`([^`]+)`", cell) == _state_names(tx), expression
 
 
+def test_the_readme_cites_the_package_at_its_version():
+  entry = re.search(r"@software\{optax_bound,(.*?)\n\}", README.read_text(),
+                    re.DOTALL)
+  assert entry, "the README's Citing section has no @software entry"
+  assert f"version = {{{optax_bound.__version__}}}" in entry.group(1)
+
+
 def test_ci_runs_the_readme_quickstart_test_command_first():
   quickstart = re.search(r"## Quickstart.*?```bash\n(.*?)```", README.read_text(),
                          re.DOTALL).group(1).splitlines()
