@@ -72,10 +72,20 @@ html_css_files = ["custom.css"]
 
 # Long inline code, such as a cited test id
 # (tests/test_file.py::test_what_it_checks), is one word to the browser, which
-# furo lets break anywhere: mid-word. A <wbr> after each "/", "::" and "_"
-# gives it the places a reader would break it; copying the text is unchanged.
+# furo lets break anywhere: mid-word. Here it may break after its "::" (or,
+# in a path, after each "/"); its last part (the test's name) moves whole to
+# the next line where it fits there (custom.css), and breaks after an "_" only
+# where it is longer than a line. A <wbr> marks each place; copying the text
+# is unchanged.
 _LONG_LITERAL = 30
-_BREAK_AFTER = re.compile(r"(?<=::)|(?<=[/_])")
+_NAME_BREAK = re.compile(r"(?<=_)")
+
+
+def _with_breaks(node, text, where):
+  for i, piece in enumerate(p for p in where.split(text) if p):
+    if i:
+      node += nodes.raw("", "<wbr>", format="html")
+    node += nodes.Text(piece)
 
 
 def _break_long_literals(app, doctree, docname):
@@ -85,14 +95,16 @@ def _break_long_literals(app, doctree, docname):
     if (len(literal.children) != 1 or not isinstance(literal[0], nodes.Text)
         or len(text) < _LONG_LITERAL or " " in text):
       continue
-    pieces = [p for p in _BREAK_AFTER.split(text) if p]
-    if len(pieces) < 2:
-      continue
+    separator = "::" if "::" in text else "/"
+    split = text.rfind(separator) + len(separator) if separator in text else 0
+    head, name = text[:split], text[split:]
     literal.children = []
-    for i, piece in enumerate(pieces):
-      if i:
-        literal += nodes.raw("", "<wbr>", format="html")
-      literal += nodes.Text(piece)
+    _with_breaks(literal, head, re.compile(f"(?<={re.escape(separator)})"))
+    if head:
+      literal += nodes.raw("", "<wbr>", format="html")
+    last = nodes.inline(classes=["literal-name"])
+    _with_breaks(last, name, _NAME_BREAK)
+    literal += last
 
 
 def setup(app):
