@@ -249,7 +249,7 @@ def adabound(
     final_lr: The learning rate the bounds close on, a number or a schedule;
       it follows the learning rate (``final_lr * lr_t / lr_0``) unless
       ``final_lr_coupling`` says otherwise. Once the band has closed, the
-      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      update is ``final_lr * m``, with ``m <- b1 * m + (1 - b1) * g``: SGD
       with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
       dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
       ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
@@ -370,7 +370,7 @@ def amsbound(
     final_lr: The learning rate the bounds close on, a number or a schedule;
       it follows the learning rate (``final_lr * lr_t / lr_0``) unless
       ``final_lr_coupling`` says otherwise. Once the band has closed, the
-      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      update is ``final_lr * m``, with ``m <- b1 * m + (1 - b1) * g``: SGD
       with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
       dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
       ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
@@ -490,7 +490,7 @@ def adaboundw(
     final_lr: The learning rate the bounds close on, a number or a schedule;
       it follows the learning rate (``final_lr * lr_t / lr_0``) unless
       ``final_lr_coupling`` says otherwise. Once the band has closed, the
-      update is ``final_lr * m`` with ``m <- b1 * m + (1 - b1) * g``: SGD
+      update is ``final_lr * m``, with ``m <- b1 * m + (1 - b1) * g``: SGD
       with momentum dampened by ``b1``. PyTorch's and Optax's SGD do not
       dampen (``buf <- b1 * buf + g``), so in theirs it is a learning rate of
       ``final_lr * (1 - b1)``: ``final_lr=0.1, b1=0.9`` ends as
