@@ -148,6 +148,23 @@ def test_the_readme_cites_the_package_at_its_version():
   assert f"version = {{{optax_bound.__version__}}}" in entry.group(1)
 
 
+def test_final_lr_has_one_statement_in_the_readme_guides_and_docstrings():
+  # What final_lr means once the band has closed, and the SGD it equals.
+  start, end = "Once the band has closed", "momentum=0.9)`."
+  texts = {"README.md": README.read_text()}
+  for page in ("getting_started", "choosing_hyperparameters"):
+    texts[page] = (DOCS / "guides" / f"{page}.md").read_text()
+  for name in ("adabound", "amsbound", "adaboundw"):
+    texts[name] = getattr(optax_bound, name).__doc__.replace("``", "`")
+  statements = set()
+  for where, text in texts.items():
+    text = " ".join(text.split())
+    i = text.find(start)
+    assert i >= 0, f"{where} does not say what final_lr ends as"
+    statements.add(text[i:text.index(end, i) + len(end)])
+  assert len(statements) == 1, statements
+
+
 def test_ci_runs_the_readme_quickstart_test_command_first():
   quickstart = re.search(r"## Quickstart.*?```bash\n(.*?)```", README.read_text(),
                          re.DOTALL).group(1).splitlines()
