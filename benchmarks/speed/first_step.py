@@ -35,6 +35,7 @@ Writes ``first_step.json`` and ``first_step.png`` next to ``speed.json``.
 """
 
 import gc
+import math
 import pathlib
 import time
 from typing import Any
@@ -118,26 +119,37 @@ def _median_ratios(runs: dict[str, Any], field: str) -> list[dict[str, Any]]:
   return out
 
 
-def run(settings: step_time.Settings, optimizers: list[str], progress
-        ) -> dict[str, Any]:
-  """Every optimizer's first step on every tree, and the eager step."""
+def run(settings: step_time.Settings, optimizers: list[str], progress, *,
+        draw: Callable[[_workloads.Shapes, str], tuple[Any, Any]] = (
+            _workloads.params_and_grads),
+        deadline: float = math.inf) -> dict[str, Any]:
+  """Every optimizer's first step on every tree, and the eager step.
+
+  ``draw`` makes the parameters and gradients. No measurement starts after
+  ``deadline`` (a ``time.perf_counter()`` value): what ran is kept.
+  """
   names = [n for n in OPTIMIZERS if n in optimizers]
   trees = [w for w in step_time.workloads(settings._replace(
       workloads=settings.first_step_workloads)) if w.key != "buffer"]
   records = []
   eager = None
   for workload in trees:
+    if time.perf_counter() >= deadline:
+      break
     progress.set_postfix_str(f"first step, {workload.label}")
-    params, grads = _workloads.params_and_grads(workload.shapes, "float32")
+    params, grads = draw(workload.shapes, "float32")
     runs = {name: {"rounds": [], **{f: [] for f in (*PHASES, "total")}}
             for name in names}
     for r, name in _rotations(names, settings.first_step_rounds):
+      if time.perf_counter() >= deadline:
+        break
       seconds = measure_first_step(step_time.JAX_OPTIMIZERS[name], params,
                                    grads)
       runs[name]["rounds"].append(r)
       for field, value in seconds.items():
         runs[name][field].append(value)
       progress.update()
+    runs = {name: timing for name, timing in runs.items() if timing["rounds"]}
     for timing in runs.values():
       timing["median_s"] = {f: float(np.median(timing[f]))
                           for f in (*PHASES, "total")}
@@ -152,10 +164,14 @@ def run(settings: step_time.Settings, optimizers: list[str], progress
       progress.set_postfix_str(f"eager update, {workload.label}")
       eager_runs = {name: {"rounds": [], "times": []} for name in names}
       for r, name in _rotations(names, settings.first_step_rounds):
+        if time.perf_counter() >= deadline:
+          break
         eager_runs[name]["rounds"].append(r)
         eager_runs[name]["times"].append(
             measure_eager(step_time.JAX_OPTIMIZERS[name], params, grads))
         progress.update()
+      eager_runs = {name: timing for name, timing in eager_runs.items()
+                    if timing["rounds"]}
       for timing in eager_runs.values():
         timing["median_ms"] = 1e3 * float(np.median(timing["times"]))
       eager = {"workload": workload.key, "label": workload.label,

@@ -36,6 +36,8 @@ is the one to read.
 """
 
 import gc
+import importlib
+import math
 import os
 import pathlib
 import time
@@ -222,79 +224,142 @@ def _jax_block_factory(make: Callable[[], optax.GradientTransformation],
   return start
 
 
-def torch_peers() -> dict[str, Callable[[list[Any]], Any]] | None:
-  """The PyTorch optimizers by name, or None where torch is not installed."""
-  try:
-    import adabound  # The `reference` extra.
-    import pytorch_optimizer
-    import torch
-  except ImportError:
-    return None
+# The package that each PyTorch peer comes from (the `reference` extra).
+_PEER_PACKAGE = {
+    "authors' AdaBound": "adabound", "authors' AMSBound": "adabound",
+    "pytorch_optimizer AdaBound": "pytorch_optimizer",
+    "pytorch_optimizer AMSBound": "pytorch_optimizer",
+    "torch Adam (for-loop)": "torch", "torch Adam (foreach)": "torch",
+    "torch Adam (fused)": "torch",
+}
+
+
+def importable_torch_peers() -> tuple[dict[str, Callable[[list[Any]], Any]],
+                                      dict[str, str]]:
+  """The PyTorch optimizers that can be built, by name; why each other cannot."""
+  modules, missing = {}, {}
+  for package in sorted(set(_PEER_PACKAGE.values())):
+    try:
+      modules[package] = importlib.import_module(package)
+    except ImportError as e:  # adabound without torch says "No module torch".
+      missing[package] = f"{package} is not importable ({e})"
   # The authors' code uses an overload of Tensor.add_ that torch deprecated.
   warnings.filterwarnings("ignore", message="This overload of add_")
-  return {
-      "authors' AdaBound": lambda ps: adabound.AdaBound(ps),
-      "authors' AMSBound": lambda ps: adabound.AdaBound(ps, amsbound=True),
-      "pytorch_optimizer AdaBound": lambda ps: pytorch_optimizer.AdaBound(
-          ps, weight_decay=0.0),
-      "pytorch_optimizer AMSBound": lambda ps: pytorch_optimizer.AdaBound(
-          ps, weight_decay=0.0, ams_bound=True),
-      "torch Adam (for-loop)": lambda ps: torch.optim.Adam(ps, foreach=False),
-      "torch Adam (foreach)": lambda ps: torch.optim.Adam(ps, foreach=True),
-      "torch Adam (fused)": lambda ps: torch.optim.Adam(ps, fused=True),
+  makers = {
+      "authors' AdaBound": lambda ps: modules["adabound"].AdaBound(ps),
+      "authors' AMSBound": lambda ps: modules["adabound"].AdaBound(
+          ps, amsbound=True),
+      "pytorch_optimizer AdaBound": lambda ps: modules[
+          "pytorch_optimizer"].AdaBound(ps, weight_decay=0.0),
+      "pytorch_optimizer AMSBound": lambda ps: modules[
+          "pytorch_optimizer"].AdaBound(ps, weight_decay=0.0, ams_bound=True),
+      "torch Adam (for-loop)": lambda ps: modules["torch"].optim.Adam(
+          ps, foreach=False),
+      "torch Adam (foreach)": lambda ps: modules["torch"].optim.Adam(
+          ps, foreach=True),
+      "torch Adam (fused)": lambda ps: modules["torch"].optim.Adam(
+          ps, fused=True),
   }
+  return ({name: make for name, make in makers.items()
+           if _PEER_PACKAGE[name] in modules},
+          {name: missing[_PEER_PACKAGE[name]] for name in makers
+           if _PEER_PACKAGE[name] in missing})
+
+
+def torch_peers() -> dict[str, Callable[[list[Any]], Any]] | None:
+  """The PyTorch optimizers by name, or None where any of them is missing."""
+  peers, missing = importable_torch_peers()
+  return None if missing else peers
 
 
 def _torch_block_factory(make, params: list[Any]) -> Callable[[], Block]:
+  import torch
+
+  # A CUDA step is only queued when step() returns: wait for it, as
+  # jax.block_until_ready does for a JAX step.
+  on_cuda = any(p.is_cuda for p in params)
+
   def start() -> Block:
     optimizer = make(params)
-    return Block(optimizer.step, lambda: sum(
+
+    def step():
+      optimizer.step()
+      if on_cuda:
+        torch.cuda.synchronize()
+
+    return Block(step, lambda: sum(
         t.numel() * t.element_size() for state in optimizer.state.values()
         for t in state.values() if hasattr(t, "dim") and t.dim()))
 
   return start
 
 
-def torch_params(params: Any, grads: Any) -> list[Any]:
-  """The same values as torch leaves, with their gradients in place."""
+def torch_params(params: Any, grads: Any, device: str = "cpu") -> list[Any]:
+  """The same values as torch leaves on ``device``, with their gradients in place."""
   import torch
+
+  def tensor(x):
+    # Through a float32 copy: NumPy has no bfloat16 that torch reads, and a
+    # view of JAX's buffer would let torch write into it.
+    return torch.from_numpy(np.array(x, np.float32)).to(
+        device, getattr(torch, str(x.dtype)))
 
   leaves = []
   for p, g in zip(jax.tree.leaves(params), jax.tree.leaves(grads), strict=True):
-    leaf = torch.nn.Parameter(torch.from_numpy(np.array(p)))
-    leaf.grad = torch.from_numpy(np.array(g))
+    leaf = torch.nn.Parameter(tensor(p))
+    leaf.grad = tensor(g)
     leaves.append(leaf)
   return leaves
 
 
 def _time_blocks(starts: dict[str, Callable[[], Block]], settings: Settings,
-                 progress) -> dict[str, dict[str, Any]]:
-  """Rounds of blocks; returns each optimizer's timed steps, round by round."""
+                 progress, deadline: float = math.inf
+                 ) -> dict[str, dict[str, Any]]:
+  """Rounds of blocks; returns each optimizer's timed steps, round by round.
+
+  An optimizer that raises (out of memory, say) keeps its error and takes no
+  more turns, and the others go on. No block starts after ``deadline`` (a
+  ``time.perf_counter()`` value): each run then says where it stopped.
+  """
   names = list(starts)
-  runs = {name: {"rounds": [], "times": [], "state_bytes": None}
-          for name in names}
+  runs: dict[str, dict[str, Any]] = {
+      name: {"rounds": [], "times": [], "state_bytes": None}
+      for name in names}
   spent = dict.fromkeys(names, 0.0)
   for r in range(settings.repeats):
     # Rotate, so that no optimizer always runs right after the same one.
     for name in names[r % len(names):] + names[:r % len(names)]:
+      if time.perf_counter() >= deadline:
+        for run in runs.values():
+          run["stopped"] = f"time budget spent in round {r}"
+        return runs
       progress.update()
-      if spent[name] > settings.budget:
+      if spent[name] > settings.budget or "error" in runs[name]:
         continue
-      block = starts[name]()
-      block.step()  # Compiles in the first round; allocates the state.
       times = []
-      gc.disable()  # A collection inside a timed step would be noise.
-      for _ in range(settings.steps):
-        start = time.perf_counter()
-        block.step()
-        times.append(time.perf_counter() - start)
-      gc.enable()
+      block: Block | None = None
+      try:
+        block = starts[name]()
+        block.step()  # Compiles in the first round; allocates the state.
+        gc.disable()  # A collection inside a timed step would be noise.
+        for _ in range(settings.steps):
+          start = time.perf_counter()
+          block.step()
+          times.append(time.perf_counter() - start)
+        state_bytes = block.state_bytes()
+      except Exception as e:  # Recorded; the others go on.
+        runs[name]["error"] = f"{type(e).__name__}: {e}"[:2000]
+        continue
+      finally:
+        gc.enable()
+        block = None  # Frees the state (no cycles hold it)...
+        # ... and the young cycles go too: a full collection takes 0.2 s once
+        # torch is imported, and a GPU run has a thousand blocks.
+        gc.collect(1)
       runs[name]["rounds"].append(r)
       runs[name]["times"].append(times)
-      runs[name]["state_bytes"] = block.state_bytes()
+      runs[name]["state_bytes"] = state_bytes
       spent[name] += sum(times)
-      del block
-      gc.collect()
   return runs
 
 
@@ -345,21 +410,31 @@ def lineup(workload: Workload, dtype: str, optimizers: list[str],
 
 
 def run_workload(workload: Workload, dtype: str, names: list[str], peers,
-                 settings: Settings, progress) -> dict[str, Any]:
-  """Times the optimizers on one tree in one dtype; returns the raw record."""
+                 settings: Settings, progress, *,
+                 draw: Callable[[_workloads.Shapes, str], tuple[Any, Any]] = (
+                     _workloads.params_and_grads),
+                 torch_device: str = "cpu", deadline: float = math.inf
+                 ) -> dict[str, Any]:
+  """Times the optimizers on one tree in one dtype; returns the raw record.
+
+  ``draw`` makes the parameters and gradients; the PyTorch peers get copies
+  on ``torch_device``. A run with no timed step (its error, or the
+  ``deadline`` of ``_time_blocks``) has no summary.
+  """
   started = time.perf_counter()
-  params, grads = _workloads.params_and_grads(workload.shapes, dtype)
+  params, grads = draw(workload.shapes, dtype)
   n_params = _workloads.num_params(workload.shapes)
   starts = {name: _jax_block_factory(JAX_OPTIMIZERS[name], params, grads)
             for name in names if name in JAX_OPTIMIZERS}
   if any(name in TORCH_PEERS for name in names):
-    leaves = torch_params(params, grads)
+    leaves = torch_params(params, grads, torch_device)
     starts.update({name: _torch_block_factory(peers[name], leaves)
                    for name in names if name in TORCH_PEERS})
-  runs = _time_blocks(starts, settings, progress)
+  runs = _time_blocks(starts, settings, progress, deadline)
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   for run in runs.values():
-    run["summary"] = _summary(run, n_params, param_bytes, param_bytes)
+    if run["times"]:
+      run["summary"] = _summary(run, n_params, param_bytes, param_bytes)
   return {
       "workload": workload.key, "label": workload.label, "dtype": dtype,
       "params": n_params,
@@ -375,6 +450,9 @@ def _reference_of(name: str) -> str | None:
 def _table(record: dict[str, Any]) -> str:
   rows = []
   for name, run in record["runs"].items():
+    if "summary" not in run:
+      rows.append([name, *["-"] * 6, run.get("error") or run.get("stopped")])
+      continue
     s = run["summary"]
     reference = _reference_of(name)
     r = ratio(record["runs"], name, reference) if reference else None
@@ -391,10 +469,11 @@ def _table(record: dict[str, Any]) -> str:
                            "step time vs: median of per-round ratios"], rows))
 
 
-def targets(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Each of our targets, on each workload where both sides ran."""
+def targets(records: list[dict[str, Any]], which: list[tuple] = TARGETS
+            ) -> list[dict[str, Any]]:
+  """Each of our targets (``TARGETS``), on each workload where both sides ran."""
   out = []
-  for numerator, denominator, keys, sense, bound, why in TARGETS:
+  for numerator, denominator, keys, sense, bound, why in which:
     for record in records:
       if record["workload"] not in keys or record["dtype"] != "float32":
         continue
@@ -444,7 +523,7 @@ def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
   names = [n for n in SWEEP_OPTIMIZERS if any(n in r["runs"] for r in buffers)]
   for name in names:
     points = sorted((r["params"], r["runs"][name]["summary"]) for r in buffers
-                    if name in r["runs"])
+                    if "summary" in r["runs"].get(name, {}))
     sizes = [n for n, _ in points]
     style = "-" if name in JAX_OPTIMIZERS else "--"
     axes[0].plot(sizes, [s["ns_per_param"] for _, s in points], style,
@@ -468,6 +547,8 @@ def plot(records: list[dict[str, Any]], path: pathlib.Path) -> None:
   labels, values, colors = [], [], []
   for record in trees:
     for name, run in record["runs"].items():
+      if "summary" not in run:
+        continue
       labels.append(f"{record['label']}: {name}")
       values.append(run["summary"]["median_ms"])
       colors.append("C0" if name in OPTAX_COUNTERPART else
