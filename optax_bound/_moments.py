@@ -93,7 +93,7 @@ def reference_step_size_correction(
     Kingma & Ba, `Adam: A Method for Stochastic Optimization
     <https://arxiv.org/abs/1412.6980>`_, ICLR 2015 (Section 2, last paragraph)
   """
-  t = jnp.asarray(count, _numerics.scalar_dtype())
+  t, b1, b2 = _numerics.cast_all(_numerics.scalar_dtype(), count, b1, b2)
   return jnp.sqrt(1 - b2**t) / (1 - b1**t)
 
 
@@ -118,6 +118,13 @@ def _moment_pass(g, m, v, v_max, correction, b1, one_minus_b1, b2,
   dtype = _numerics.arithmetic_dtype(g.dtype, m.dtype, v.dtype)
   real = _numerics.real_dtype(dtype)
   g = g.astype(dtype)
+  # Every operand in the pass's dtypes, explicitly: a hyperparameter may be a
+  # NumPy float32 or an injected array, and the pass must also run under
+  # jax.numpy_dtype_promotion('strict'). A real factor of a complex moment is
+  # cast to the complex dtype, as standard promotion would.
+  b1, one_minus_b1 = _numerics.cast_all(dtype, b1, one_minus_b1)
+  b2, one_minus_b2, eps, eps_root, correction = _numerics.cast_all(
+      real, b2, one_minus_b2, eps, eps_root, correction)
   # The first moment as the state keeps it: the direction is a multiple of
   # the stored mu (which the bounds read), and with a low-precision mu_dtype
   # XLA need not keep the unrounded one in memory for the update's loop.
@@ -137,7 +144,7 @@ def _moment_pass(g, m, v, v_max, correction, b1, one_minus_b1, b2,
   if add_eps_root:
     root_argument = root_argument + eps_root
   # (correction / denominator) * m, in the reference's order of rounding.
-  direction = (correction.astype(real) / (jnp.sqrt(root_argument) + eps)) * (
+  direction = (correction / (jnp.sqrt(root_argument) + eps)).astype(dtype) * (
       new_m.astype(dtype))
   return _LeafStep(
       direction=direction.astype(out_dtype),

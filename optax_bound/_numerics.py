@@ -25,8 +25,24 @@ def scalar_dtype() -> jnp.dtype:
 
 
 def arithmetic_dtype(*dtypes: Any) -> jnp.dtype:
-  """The promoted dtype of ``dtypes``, at least float32 (complex64 for complex)."""
-  return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+  """The promoted dtype of ``dtypes``, at least float32 (complex64 for complex).
+
+  Found under JAX's standard promotion rules whatever the user's setting: this
+  is the dtype the passes cast every operand to explicitly, so that they also
+  run under ``jax.numpy_dtype_promotion('strict')``.
+  """
+  with jax.numpy_dtype_promotion("standard"):
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
+def cast_all(dtype: Any, *values: Any) -> tuple[jax.Array, ...]:
+  """Each of ``values`` (numbers, NumPy or JAX scalars, tracers) as ``dtype``.
+
+  The explicit casts that let every step run under
+  ``jax.numpy_dtype_promotion('strict')``; under standard promotion they are
+  the casts it would make, so no value changes.
+  """
+  return tuple(jnp.asarray(value).astype(dtype) for value in values)
 
 
 def real_dtype(dtype: Any) -> jnp.dtype:
