@@ -45,7 +45,11 @@ MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
 class DecaySchedule(NamedTuple):
-  """State of a weight decay that follows a schedule."""
+  """State of a weight decay: the step count its schedule is read at.
+
+  Kept for every decay, scheduled or not, so that the state's structure does
+  not depend on how the decay is spelled.
+  """
 
   # shape=(), dtype=jnp.int32. Named as in Optax's states (it shadows
   # tuple.count, as there).
@@ -65,28 +69,33 @@ def _with_state_check(
 def _add_decayed_weights(
     weight_decay: Any, mask: MaskOrFn, owner: str
 ) -> optax.GradientTransformation:
-  """``u + weight_decay * p``, in the update's dtype; no work for None or 0.
+  """``u + weight_decay * p``, in the update's dtype; nothing for ``None``.
 
   Unlike ``optax.add_decayed_weights``, the decay term is cast to each
   update's dtype: a float32 decay (``inject_hyperparams``) must not turn the
-  bfloat16 updates of bfloat16 parameters into float32 ones.
+  bfloat16 updates of bfloat16 parameters into float32 ones. And the state is
+  a :class:`DecaySchedule` for every spelling of a decay (a Python, NumPy or
+  JAX number, a schedule, an injected value, 0 too), so that a checkpoint of
+  one restores into every other; only ``None`` (no decay) keeps none.
   """
   _validation.check_hyperparameter(
       "weight_decay", weight_decay, _validation.FINITE_NON_NEGATIVE,
       schedule=True, optional=True,
   )
-  if weight_decay is None or _validation.is_concrete_zero(weight_decay):
+  if weight_decay is None:
     return _with_state_check(optax.identity(), owner, optax.EmptyState)
   _validation.check_mask(mask)
-  scheduled = callable(weight_decay)
+  # A concrete 0, however spelled, adds nothing and needs no params.
+  zero = _validation.is_concrete_zero(weight_decay)
 
   def init_fn(params):
     del params
-    if scheduled:
-      return DecaySchedule(count=jnp.zeros([], jnp.int32))
-    return optax.EmptyState()
+    return DecaySchedule(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
+    new_state = DecaySchedule(count=optax.safe_increment(state.count))
+    if zero:
+      return updates, new_state
     if params is None:
       raise ValueError(
           f"{owner} with a weight decay needs `params` in `update`: "
@@ -94,25 +103,27 @@ def _add_decayed_weights(
       )
     # Before the tree map, whose mismatch error names neither tree.
     _validation.check_same_structure(updates, params)
-    if scheduled:
+    if callable(weight_decay):
       rate = weight_decay(state.count)
       _validation.check_schedule_value("weight_decay", rate)
-      state = DecaySchedule(count=optax.safe_increment(state.count))
     else:
       rate = weight_decay
+
     def decay(g, p):
       if g is None:
         return None
       g, p = jnp.asarray(g), jnp.asarray(p)
-      return g + (rate * p).astype(_numerics.update_dtype(g, p))
+      dtype = _numerics.update_dtype(g, p)
+      wide = _numerics.arithmetic_dtype(p.dtype)
+      (wide_rate,) = _numerics.cast_all(_numerics.real_dtype(wide), rate)
+      term = (wide_rate.astype(wide) * p.astype(wide)).astype(dtype)
+      return g.astype(dtype) + term
 
     updates = jax.tree.map(decay, updates, params, is_leaf=lambda x: x is None)
-    return updates, state
+    return updates, new_state
 
   decay = _with_state_check(
-      optax.GradientTransformation(init_fn, update_fn), owner,
-      DecaySchedule if scheduled else optax.EmptyState,
-  )
+      optax.GradientTransformation(init_fn, update_fn), owner, DecaySchedule)
   if mask is None:
     return decay
   return _with_state_check(optax.masked(decay, mask), owner, optax.MaskedState)
@@ -149,22 +160,28 @@ def _bounded_step(
     gamma: jax.typing.ArrayLike,
     bound_fn: _dynamic_bound.BoundFn | None,
     final_lr_coupling: _dynamic_bound.FinalLrCoupling,
+    base_lr: jax.typing.ArrayLike | None,
     form: Form,
     flip_sign: bool,
-) -> tuple[optax.GradientTransformation, ...]:
-  """The bounded step, and in the paper's form its division by sqrt(t)."""
-  clip = _dynamic_bound.clip_step_size_by_dynamic_bound(
+) -> optax.GradientTransformation:
+  """The bounded step; in the paper's form, divided by sqrt(t) in the bound.
+
+  In the bound, not after it (``optax.scale_by_schedule``): the band the
+  state keeps is then the one the step sizes were clipped into, which
+  :func:`optax_bound.bound_stats` compares them with, and the state holds one
+  step count, not two.
+  """
+  return _dynamic_bound.build_dynamic_bound(
       moment_estimator,
       learning_rate=learning_rate,
       final_lr=final_lr,
       gamma=gamma,
       bound_fn=bound_fn,
       final_lr_coupling=final_lr_coupling,
+      base_lr=base_lr,
       flip_sign=flip_sign,
+      step_size_scale=_inverse_sqrt_step if form == "paper" else None,
   )
-  if form == "paper":
-    return clip, optax.scale_by_schedule(_inverse_sqrt_step)
-  return (clip,)
 
 
 def _inverse_sqrt_step(count: jax.Array) -> jax.Array:
@@ -191,8 +208,8 @@ def _lr_scaled(weight_decay, learning_rate):
 
   def decay_rate(count):
     rate = weight_decay(count) if callable(weight_decay) else weight_decay
-    return rate * _estimator.learning_rate_at(
-        learning_rate, count, "learning_rate")
+    lr = _estimator.learning_rate_at(learning_rate, count, "learning_rate")
+    return _numerics.cast_all(lr.dtype, rate)[0] * lr
 
   return decay_rate
 
@@ -212,6 +229,7 @@ def adabound(
     nu_dtype: jax.typing.DTypeLike | None = None,
     bound_fn: _dynamic_bound.BoundFn | None = None,
     final_lr_coupling: _dynamic_bound.FinalLrCoupling = "initial",
+    base_lr: jax.typing.ArrayLike | None = None,
     form: Form = "reference",
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdaBound: Adam whose per-element step size is clipped into a dynamic bound.
@@ -284,6 +302,11 @@ def adabound(
       :func:`optax_bound.reference_bounds`.
     final_lr_coupling: ``'initial'`` (reference), ``'peak'`` or ``'fixed'``;
       see :func:`optax_bound.coupled_final_lr`.
+    base_lr: The learning rate the reference's PyTorch optimizer was built
+      with: when given, the bounds follow ``final_lr * lr_t / base_lr``, as
+      the authors' code does under any PyTorch scheduler (under a
+      ``LambdaLR`` warmup, the top of the warmup); never read from a resumed
+      state. See :func:`optax_bound.clip_step_size_by_dynamic_bound`.
     form: ``'reference'`` (the authors' code) or ``'paper'`` (Algorithm 2 of
       the paper: no bias correction, bounded step divided by :math:`\sqrt t`).
 
@@ -318,7 +341,7 @@ def adabound(
   return _chain(
       owner,
       _add_decayed_weights(weight_decay, mask, owner),
-      *_bounded_step(
+      _bounded_step(
           _moments.scale_by_adam(**_moment_kwargs(
               b1, b2, eps, eps_root, mu_dtype, nu_dtype, form)),
           learning_rate=learning_rate,
@@ -326,6 +349,7 @@ def adabound(
           gamma=gamma,
           bound_fn=bound_fn,
           final_lr_coupling=final_lr_coupling,
+          base_lr=base_lr,
           form=form,
           flip_sign=True,
       ),
@@ -347,6 +371,7 @@ def amsbound(
     nu_dtype: jax.typing.DTypeLike | None = None,
     bound_fn: _dynamic_bound.BoundFn | None = None,
     final_lr_coupling: _dynamic_bound.FinalLrCoupling = "initial",
+    base_lr: jax.typing.ArrayLike | None = None,
     form: Form = "reference",
 ) -> optax.GradientTransformationExtraArgs:
   r"""AMSBound: AMSGrad whose per-element step size is clipped into a dynamic bound.
@@ -402,6 +427,11 @@ def amsbound(
       :func:`optax_bound.reference_bounds`.
     final_lr_coupling: ``'initial'`` (reference), ``'peak'`` or ``'fixed'``;
       see :func:`optax_bound.coupled_final_lr`.
+    base_lr: The learning rate the reference's PyTorch optimizer was built
+      with: when given, the bounds follow ``final_lr * lr_t / base_lr``, as
+      the authors' code does under any PyTorch scheduler (under a
+      ``LambdaLR`` warmup, the top of the warmup); never read from a resumed
+      state. See :func:`optax_bound.clip_step_size_by_dynamic_bound`.
     form: ``'reference'`` (the authors' code) or ``'paper'`` (Algorithm 2 of
       the paper: no bias correction, bounded step divided by :math:`\sqrt t`).
 
@@ -434,7 +464,7 @@ def amsbound(
   return _chain(
       owner,
       _add_decayed_weights(weight_decay, mask, owner),
-      *_bounded_step(
+      _bounded_step(
           _moments.scale_by_amsgrad(**_moment_kwargs(
               b1, b2, eps, eps_root, mu_dtype, nu_dtype, form)),
           learning_rate=learning_rate,
@@ -442,6 +472,7 @@ def amsbound(
           gamma=gamma,
           bound_fn=bound_fn,
           final_lr_coupling=final_lr_coupling,
+          base_lr=base_lr,
           form=form,
           flip_sign=True,
       ),
@@ -463,6 +494,7 @@ def adaboundw(
     nu_dtype: jax.typing.DTypeLike | None = None,
     bound_fn: _dynamic_bound.BoundFn | None = None,
     final_lr_coupling: _dynamic_bound.FinalLrCoupling = "initial",
+    base_lr: jax.typing.ArrayLike | None = None,
     form: Form = "reference",
     lr_scaled_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
@@ -521,6 +553,11 @@ def adaboundw(
       :func:`optax_bound.reference_bounds`.
     final_lr_coupling: ``'initial'`` (reference), ``'peak'`` or ``'fixed'``;
       see :func:`optax_bound.coupled_final_lr`.
+    base_lr: The learning rate the reference's PyTorch optimizer was built
+      with: when given, the bounds follow ``final_lr * lr_t / base_lr``, as
+      the authors' code does under any PyTorch scheduler (under a
+      ``LambdaLR`` warmup, the top of the warmup); never read from a resumed
+      state. See :func:`optax_bound.clip_step_size_by_dynamic_bound`.
     form: ``'reference'`` (the authors' code) or ``'paper'`` (Algorithm 2 of
       the paper: no bias correction, bounded step divided by :math:`\sqrt t`).
     lr_scaled_decay: Whether the decay is multiplied by the learning rate.
@@ -564,7 +601,7 @@ def adaboundw(
   )
   return _chain(
       owner,
-      *_bounded_step(
+      _bounded_step(
           _moments.scale_by_adam(**_moment_kwargs(
               b1, b2, eps, eps_root, mu_dtype, nu_dtype, form)),
           learning_rate=learning_rate,
@@ -572,6 +609,7 @@ def adaboundw(
           gamma=gamma,
           bound_fn=bound_fn,
           final_lr_coupling=final_lr_coupling,
+          base_lr=base_lr,
           form=form,
           flip_sign=False,
       ),

@@ -17,6 +17,7 @@ import optax
 
 from optax_bound import _dynamic_bound
 from optax_bound import _momental_bound
+from optax_bound import _numerics
 
 _BOUND_STATES = (
     _dynamic_bound.ClipStepSizeByDynamicBoundState,
@@ -88,8 +89,60 @@ def _per_parameter(updates, bound_state, fn):
   )
 
 
+class _Owned:
+  """``fn``'s result for one leaf and the bound that owns the leaf.
+
+  A plain object, not a pytree: a tree of results keeps it whole as a leaf.
+  """
+
+  def __init__(self, bound_state: Any, value: Any):
+    self.bound_state = bound_state
+    self.value = value
+
+
+def _owned(updates, state, fn):
+  """``fn(bound_state, update, mu, bound)`` for the one bound owning each leaf.
+
+  A tree like ``updates`` of :class:`_Owned` results, and ``_ELSEWHERE``
+  where no bound owns the parameter. Two bounds owning one parameter
+  (``optax.chain(adabound(), adabound())``) leave its step size, and so every
+  statistic of it, undefined: an error, not a number.
+  """
+  per_bound = [
+      _per_parameter(
+          updates, bound_state,
+          lambda u, m, bound, bound_state=bound_state: _Owned(
+              bound_state, fn(bound_state, u, m, bound)))
+      for bound_state in _bound_states(state)
+  ]
+
+  def merge(u, *results):
+    del u
+    owned = [r for r in results if r is not _ELSEWHERE]
+    if len(owned) > 1:
+      raise ValueError(
+          "Two bounds in the state update the same parameter (a chain of two "
+          "bounded optimizers, say); its step size, and what each bound did "
+          "to it, are ambiguous."
+      )
+    return owned[0] if owned else _ELSEWHERE
+
+  return jax.tree.map(merge, updates, *per_bound, is_leaf=lambda x: x is None)
+
+
+def _size_dtype(u, m):
+  """The dtype step sizes are read back in: float32 or wider, never bfloat16."""
+  return _numerics.arithmetic_dtype(
+      _numerics.real_dtype(jnp.result_type(u)),
+      _numerics.real_dtype(jnp.result_type(m)),
+      _numerics.scalar_dtype(),
+  )
+
+
 def _step_sizes(u, m):
-  size = jnp.abs(u) / jnp.abs(m).astype(jnp.abs(u).dtype)
+  """``|u| / |m|`` in :func:`_size_dtype` (one rounding), NaN where m is 0."""
+  dtype = _size_dtype(u, m)
+  size = jnp.abs(u).astype(dtype) / jnp.abs(m).astype(dtype)
   return jnp.where(m == 0, jnp.nan, size)
 
 
@@ -130,23 +183,17 @@ def effective_step_sizes(
     Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019 (Figure 1)
   """
-  per_bound = [
-      _per_parameter(updates, bound_state, lambda u, m, _: _step_sizes(u, m))
-      for bound_state in _bound_states(state)
-  ]
+  sizes = _owned(
+      updates, state,
+      lambda bound_state, u, m, bound: _step_sizes(u, m).astype(
+          jnp.abs(u).dtype))
 
-  def merge(u, *sizes):
-    owned = [s for s in sizes if s is not _ELSEWHERE]
-    if len(owned) > 1:
-      raise ValueError(
-          "Two bounds in the state update the same parameter; the step sizes "
-          "are ambiguous."
-      )
-    if not owned:
+  def leaf(u, size):
+    if size is _ELSEWHERE:
       return jnp.full(jnp.shape(u), jnp.nan, jnp.abs(u).dtype)
-    return owned[0]
+    return size.value
 
-  return jax.tree.map(merge, updates, *per_bound, is_leaf=lambda x: x is None)
+  return jax.tree.map(leaf, updates, sizes, is_leaf=lambda x: x is None)
 
 
 class _Record(NamedTuple):
@@ -156,9 +203,43 @@ class _Record(NamedTuple):
   upper: jax.Array
 
 
-def _rounding(dtype) -> float:
-  """Relative error of a step size read back as |u| / |m| from its update."""
-  return 8 * float(jnp.finfo(dtype).eps)
+def _unit_roundoff(dtype) -> float:
+  return float(jnp.finfo(dtype).eps) / 2
+
+
+def _tolerance(u, m, bound) -> float:
+  """Relative error of a step size at a bound, read back as |u| / |m|.
+
+  The bound's step is ``bound * m`` computed in the pass's dtype and rounded
+  once to the update's dtype (and the momental bound's average once more, to
+  its storage dtype); the read-back divides once more. One unit roundoff per
+  low-precision rounding, and a few of the wide dtype's for the rest: for
+  bfloat16 updates that is 0.4%, not the 6% a tolerance of 8 eps would be.
+  """
+  wide = _size_dtype(u, m)
+  tolerance = _unit_roundoff(jnp.abs(u).dtype) + 8 * _unit_roundoff(wide)
+  if bound is not None:
+    tolerance += _unit_roundoff(jnp.result_type(bound))
+  return tolerance
+
+
+def _record(bound_state, u, m, per_element_bound):
+  """One leaf's step sizes and which bound set them."""
+  size = _step_sizes(u, m)
+  tolerance = _tolerance(u, m, per_element_bound)
+  if isinstance(bound_state, _dynamic_bound.ClipStepSizeByDynamicBoundState):
+    lower, upper = _numerics.cast_all(
+        size.dtype, bound_state.lower, bound_state.upper)
+    at_lower = size <= lower * (1 + tolerance)
+  else:
+    (upper,) = _numerics.cast_all(size.dtype, per_element_bound)
+    at_lower = jnp.zeros(size.shape, jnp.bool_)
+  return _Record(
+      size=size,
+      at_lower=at_lower,
+      at_upper=size >= upper * (1 - tolerance),
+      upper=jnp.broadcast_to(upper, size.shape),
+  )
 
 
 def bound_stats(updates: optax.Updates, state: optax.OptState) -> BoundStats:
@@ -197,44 +278,28 @@ def bound_stats(updates: optax.Updates, state: optax.OptState) -> BoundStats:
     ...       f"median {stats.median_step_size:.2f}")
     band [0.05, 0.20]: 0.33 at lower, 0.33 at upper, median 0.10
   """
+  by_bound: dict[int, tuple[Any, list[_Record]]] = {
+      id(b): (b, []) for b in _bound_states(state)}
+  for owned in jax.tree.leaves(_owned(updates, state, _record)):
+    if isinstance(owned, _Owned):
+      by_bound[id(owned.bound_state)][1].append(owned.value)
   lowers, uppers, columns = [], [], []
-  for bound_state in _bound_states(state):
-    dynamic = isinstance(
-        bound_state, _dynamic_bound.ClipStepSizeByDynamicBoundState)
-    lower = bound_state.lower if dynamic else 0.0
-
-    def record(u, m, per_element_bound, dynamic=dynamic, lower=lower,
-               upper=bound_state.upper if dynamic else None):
-      size = _step_sizes(u, m)
-      tolerance = _rounding(size.dtype)
-      if not dynamic:
-        upper = per_element_bound.astype(size.dtype)
-      return _Record(
-          size=size,
-          at_lower=size <= lower * (1 + tolerance),
-          at_upper=size >= upper * (1 - tolerance),
-          upper=jnp.broadcast_to(upper, size.shape).astype(size.dtype),
-      )
-
-    records = [
-        r for r in jax.tree.leaves(
-            _per_parameter(updates, bound_state, record),
-            is_leaf=lambda x: isinstance(x, _Record))
-        if isinstance(r, _Record)
-    ]
-    if not records:
+  for bound_state, owned in by_bound.values():
+    if not owned:
       continue
     column = _Record(*(
         jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in field])
-        for field in zip(*records, strict=True)
+        for field in zip(*owned, strict=True)
     ))
     columns.append(column)
-    lowers.append(jnp.asarray(lower, jnp.float32))
-    uppers.append(
-        jnp.asarray(bound_state.upper, jnp.float32) if dynamic
-        # The momental bound's per-element bounds, where a step size exists.
-        else jnp.nanmedian(jnp.where(jnp.isnan(column.size), jnp.nan, column.upper))
-    )
+    if isinstance(bound_state, _dynamic_bound.ClipStepSizeByDynamicBoundState):
+      lowers.append(jnp.asarray(bound_state.lower).astype(jnp.float32))
+      uppers.append(jnp.asarray(bound_state.upper).astype(jnp.float32))
+    else:
+      lowers.append(jnp.zeros([], jnp.float32))
+      # The momental bound's per-element bounds, where a step size exists.
+      uppers.append(jnp.nanmedian(
+          jnp.where(jnp.isnan(column.size), jnp.nan, column.upper)))
   if not columns:
     raise ValueError("The bounds in the state own no parameter of the updates.")
   size, at_lower, at_upper, _ = (

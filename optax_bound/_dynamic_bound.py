@@ -186,16 +186,16 @@ def coupled_final_lr(
     ("lr_scheduler cannot affect final_lr, this is a workaround")
   """
   _validation.check_choice("coupling", coupling, FINAL_LR_COUPLINGS)
+  final_lr, learning_rate, initial_lr, peak_lr = _numerics.cast_all(
+      _numerics.scalar_dtype(), final_lr, learning_rate, initial_lr, peak_lr)
   if coupling == "fixed":
-    return jnp.asarray(final_lr, _numerics.scalar_dtype())
+    return final_lr
   if coupling == "initial":
     reference = jnp.where(initial_lr > 0, initial_lr, peak_lr)
   else:
     reference = peak_lr
   # A zero reference means every learning rate so far, this one too, was 0.
-  return jnp.asarray(
-      final_lr * learning_rate / jnp.where(reference > 0, reference, 1)
-  )
+  return final_lr * learning_rate / jnp.where(reference > 0, reference, 1)
 
 
 def _clamped_bounds(lower, upper):
@@ -206,8 +206,7 @@ def _clamped_bounds(lower, upper):
   a custom ``bound_fn``) is 0, not an ascent. A NaN bound (NaN
   hyperparameters) makes both NaN, and so the step NaN, as through a clip.
   """
-  lower = jnp.asarray(lower, _numerics.scalar_dtype())
-  upper = jnp.asarray(upper, _numerics.scalar_dtype())
+  lower, upper = _numerics.cast_all(_numerics.scalar_dtype(), lower, upper)
   invalid = jnp.isnan(lower) | jnp.isnan(upper)
   nan = jnp.full_like(upper, jnp.nan)
   # Finite: an open bound is the dtype's largest value.
@@ -227,12 +226,15 @@ def _bounded_pass(direction, mu, learning_rate, lower, upper, *, sign, out_dtype
   dtype = _numerics.arithmetic_dtype(direction.dtype, mu.dtype)
   real = _numerics.real_dtype(dtype)
   mu = mu.astype(dtype)
-  step = learning_rate.astype(real) * direction.astype(dtype)
-  lower_step = lower.astype(real) * mu
+  # Real factors of a complex step are cast to its dtype, as standard
+  # promotion would, so that the pass runs under strict promotion too.
+  step = learning_rate.astype(dtype) * direction.astype(dtype)
+  lower_step = lower.astype(dtype) * mu
   # Finite after the cast (float32's largest value is inf in bfloat16): an
   # infinite upper bound never wins a comparison, but its product with mu
   # would enter the backward pass as 0 * inf.
-  upper_step = jnp.minimum(upper.astype(real), jnp.finfo(real).max) * mu
+  upper_step = jnp.minimum(
+      upper.astype(real), jnp.finfo(real).max).astype(dtype) * mu
   size = jnp.abs(step)
   # A comparison with NaN is False: a NaN step (0 * inf at a learning rate of
   # 0, or 0 / 0 where eps = 0 and mu = 0) takes the upper bound's step, which
@@ -250,6 +252,7 @@ def clip_step_size_by_dynamic_bound(
     gamma: jax.typing.ArrayLike = 1e-3,
     bound_fn: BoundFn | None = None,
     final_lr_coupling: FinalLrCoupling = "initial",
+    base_lr: jax.typing.ArrayLike | None = None,
     flip_sign: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Clip the per-element step size of an Adam-family method into a dynamic bound.
@@ -313,6 +316,13 @@ def clip_step_size_by_dynamic_bound(
       ``optax.inject_hyperparams``, name it in ``static_args``.
     final_lr_coupling: How ``final_lr`` follows the learning rate; see
       :func:`optax_bound.coupled_final_lr`. ``'initial'`` is the reference.
+    base_lr: The learning rate the reference's PyTorch optimizer was built
+      with (the authors' ``base_lr``). When given, the bounds follow
+      ``final_lr * lr_t / base_lr`` at every step, exactly as the reference
+      does under any PyTorch scheduler: under a ``LambdaLR`` warmup,
+      ``base_lr`` is the top of the warmup and the bounds rise with it. It is
+      an argument, never read from the state, so a resumed state cannot
+      change it. Goes with ``final_lr_coupling='initial'`` only.
     flip_sign: Whether to return the descent update :math:`-u_t` (the default,
       like ``optax.scale_by_learning_rate``) or the step :math:`u_t` itself.
 
@@ -340,6 +350,65 @@ def clip_step_size_by_dynamic_bound(
     Luo et al., `Adaptive Gradient Methods with Dynamic Bound of Learning Rate
     <https://openreview.net/forum?id=Bkg3g2R9FX>`_, ICLR 2019
   """
+  return build_dynamic_bound(
+      moment_estimator,
+      learning_rate=learning_rate,
+      final_lr=final_lr,
+      gamma=gamma,
+      bound_fn=bound_fn,
+      final_lr_coupling=final_lr_coupling,
+      base_lr=base_lr,
+      flip_sign=flip_sign,
+  )
+
+
+def _bounds_of(bound_fn, t, final_lr, gamma):
+  """``bound_fn``'s pair of scalar bounds, or an error that names ``bound_fn``.
+
+  Checked where it is traced (shapes are static): per-element bounds would
+  broadcast against every leaf and change the shape of the state's band, and
+  a scan over steps would then fail far from the cause.
+  """
+  result = bound_fn(t, final_lr, gamma)
+  if not isinstance(result, (tuple, list)) or len(result) != 2:
+    got = (f"a {type(result).__name__} of {len(result)}"
+           if isinstance(result, (tuple, list)) else type(result).__name__)
+    raise TypeError(
+        "`bound_fn(t, final_lr, gamma)` must return the pair (lower, upper); "
+        f"it returned {got}."
+    )
+  for name, bound in zip(("lower", "upper"), result, strict=True):
+    dtype = jnp.result_type(bound)
+    if jnp.shape(bound) != () or not jnp.issubdtype(dtype, jnp.number) or (
+        jnp.issubdtype(dtype, jnp.complexfloating)):
+      raise ValueError(
+          "`bound_fn(t, final_lr, gamma)` must return two real scalars, one "
+          f"bound for every element; its {name} bound has shape "
+          f"{jnp.shape(bound)} and dtype {dtype}."
+      )
+  return result
+
+
+def build_dynamic_bound(
+    moment_estimator: optax.GradientTransformation,
+    *,
+    learning_rate: optax.ScalarOrSchedule,
+    final_lr: optax.ScalarOrSchedule,
+    gamma: jax.typing.ArrayLike,
+    bound_fn: BoundFn | None,
+    final_lr_coupling: FinalLrCoupling,
+    base_lr: jax.typing.ArrayLike | None,
+    flip_sign: bool,
+    step_size_scale: Callable[[jax.Array], jax.Array] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r""":func:`clip_step_size_by_dynamic_bound`, with a scale of the bounded step.
+
+  ``step_size_scale(count)``, a positive scalar of the count before the
+  increment, multiplies the bounded step: the paper's Algorithm 2 divides it
+  by :math:`\sqrt t`. It multiplies the learning rate and both bounds before
+  the clip, which is the same step, so that the band the state keeps is the
+  one the step sizes :math:`|u_t| / |m_t|` were clipped into.
+  """
   _validation.check_hyperparameter(
       "learning_rate", learning_rate, _validation.FINITE_NON_NEGATIVE,
       schedule=True,
@@ -348,13 +417,23 @@ def clip_step_size_by_dynamic_bound(
       "final_lr", final_lr, _validation.FINITE_NON_NEGATIVE, schedule=True
   )
   _validation.check_hyperparameter("gamma", gamma, _validation.NON_NEGATIVE)
+  _validation.check_hyperparameter(
+      "base_lr", base_lr, _validation.FINITE_POSITIVE, optional=True)
   _validation.check_choice(
       "final_lr_coupling", final_lr_coupling, FINAL_LR_COUPLINGS
   )
+  if base_lr is not None and final_lr_coupling != "initial":
+    raise ValueError(
+        "`base_lr` sets the learning rate the bounds are relative to, as the "
+        "reference's final_lr * lr_t / base_lr; "
+        f"final_lr_coupling={final_lr_coupling!r} would ignore it. Pass one "
+        "or the other."
+    )
   _estimator.check_estimator(moment_estimator, _OWNER)
   bounds = reference_bounds if bound_fn is None else bound_fn
   moment_estimator = optax.with_extra_args_support(moment_estimator)
   sign = -1 if flip_sign else 1
+  scalar = _numerics.scalar_dtype
 
   def init_fn(params):
     _validation.check_inexact_leaves(params)
@@ -366,10 +445,8 @@ def clip_step_size_by_dynamic_bound(
         # that a step that donates its state donates each buffer once.
         initial_lr=jnp.array(initial_lr, copy=True),
         peak_lr=jnp.array(initial_lr, copy=True),
-        lower=jnp.zeros([], _numerics.scalar_dtype()),
-        upper=jnp.full(
-            [], jnp.finfo(_numerics.scalar_dtype()).max, _numerics.scalar_dtype()
-        ),
+        lower=jnp.zeros([], scalar()),
+        upper=jnp.full([], jnp.finfo(scalar()).max, scalar()),
         inner_state=moment_estimator.init(params),
     )
 
@@ -386,14 +463,23 @@ def clip_step_size_by_dynamic_bound(
     count = _estimator.field(inner_state, "count", _OWNER)
     previous_count = _estimator.field(state.inner_state, "count", _OWNER)
     lr = _estimator.learning_rate_at(learning_rate, previous_count, "learning_rate")
-    peak_lr = jnp.maximum(state.peak_lr, lr)
-    final_lr_t = coupled_final_lr(
-        _estimator.learning_rate_at(final_lr, previous_count, "final_lr"),
-        lr, state.initial_lr, peak_lr, final_lr_coupling,
-    )
-    lower, upper = _clamped_bounds(
-        *bounds(count.astype(_numerics.scalar_dtype()), final_lr_t, gamma)
-    )
+    peak_lr = jnp.maximum(state.peak_lr.astype(lr.dtype), lr)
+    final_lr_at_t = _estimator.learning_rate_at(
+        final_lr, previous_count, "final_lr")
+    if base_lr is None:
+      final_lr_t = coupled_final_lr(
+          final_lr_at_t, lr, state.initial_lr, peak_lr, final_lr_coupling)
+    else:
+      # The state's initial_lr and peak_lr are kept (one state structure
+      # whatever the arguments), but the reference of the coupling is
+      # base_lr.
+      final_lr_t = coupled_final_lr(
+          final_lr_at_t, lr, base_lr, base_lr, "initial")
+    gamma_t, t = _numerics.cast_all(scalar(), gamma, count)
+    lower, upper = _clamped_bounds(*_bounds_of(bounds, t, final_lr_t, gamma_t))
+    if step_size_scale is not None:
+      (scale,) = _numerics.cast_all(scalar(), step_size_scale(previous_count))
+      lr, lower, upper = lr * scale, lower * scale, upper * scale
     updates = _estimator.map_bound_pass(
         _bounded_pass, updates, directions,
         _estimator.field(inner_state, "mu", _OWNER),

@@ -53,7 +53,20 @@ _PROBE_GRADIENTS = np.array([
 def field(inner_state: optax.OptState, name: str, owner: str) -> Any:
   """The field ``mu`` (first moment) or ``count`` of an Adam-family state."""
   # A sentinel, because the first moment of the empty tree ``None`` is None.
-  value = optax.tree.get(inner_state, name, default=_MISSING)
+  try:
+    value = optax.tree.get(inner_state, name, default=_MISSING)
+  except KeyError:
+    # Optax's "Found multiple values": the step count or the first moment
+    # of the bound's t and step size would be a guess.
+    raise ValueError(
+        f"{owner} needs a moment estimator whose state has one field "
+        f"`{name}`; this one's has several (a chain of an estimator and "
+        "another counting transform, such as optax.scale_by_schedule, or an "
+        "estimator under optax.inject_hyperparams). Put the other transform "
+        "outside the bound, optax.chain(bound, optax.scale_by_schedule(f)), "
+        "and inject the hyperparameters of the whole optimizer: "
+        "optax.inject_hyperparams(optax_bound.adabound)(...)."
+    ) from None
   if value is _MISSING:
     raise ValueError(
         f"{owner} needs a moment estimator whose state has a field `{name}`, "

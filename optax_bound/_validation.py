@@ -19,6 +19,7 @@ from optax_bound import _numerics
 # The accepted range of each kind of hyperparameter, as the errors state it.
 NON_NEGATIVE = ">= 0"
 FINITE_NON_NEGATIVE = "finite and >= 0"
+FINITE_POSITIVE = "finite and > 0"
 DECAY_RATE = "in [0, 1)"
 
 _IN_RANGE = {
@@ -27,6 +28,8 @@ _IN_RANGE = {
     # update into inf or NaN.
     FINITE_NON_NEGATIVE: lambda x: (x >= 0) & np.isfinite(x),
     DECAY_RATE: lambda x: (x >= 0) & (x < 1),
+  # A learning rate that others are divided by.
+  FINITE_POSITIVE: lambda x: (x > 0) & np.isfinite(x),
 }
 
 
@@ -160,8 +163,18 @@ def check_mask(mask: Any) -> None:
 
 
 def is_concrete_zero(value: Any) -> bool:
-  """Whether ``value`` is a plain number equal to zero (not a schedule or array)."""
-  return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+  """Whether ``value`` is a number equal to zero, however it is spelled.
+
+  A Python, NumPy or concrete JAX scalar; not a schedule, and not a traced
+  value (``inject_hyperparams`` under ``jax.jit``), whose value is unknown.
+  """
+  if callable(value) or isinstance(value, (bool, jax.core.Tracer)):
+    return False
+  try:
+    array = np.asarray(value)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return False
+  return array.shape == () and array.dtype != np.bool_ and bool(array == 0)
 
 
 def check_inexact_leaves(params: Any) -> None:

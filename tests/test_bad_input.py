@@ -355,14 +355,11 @@ MIXED_UP_STATES = {
                            "a tuple of 3"),
     "adabound_to_adamod": (optax_bound.adamod, optax_bound.adabound,
                            "a tuple of 2"),
-    "paper_to_reference": (optax_bound.adabound,
-                           lambda: optax_bound.adabound(form="paper"),
-                           "a tuple of 3"),
     "masked_to_unmasked": (lambda: optax_bound.adabound(weight_decay=1e-3),
                            _masked_decay, "MaskedState"),
     "unmasked_to_masked": (_masked_decay,
                            lambda: optax_bound.adabound(weight_decay=1e-3),
-                           "EmptyState"),
+                           "DecaySchedule"),
     "none": (optax_bound.adabound, None, "NoneType"),
 }
 

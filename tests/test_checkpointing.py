@@ -88,14 +88,18 @@ def _bounded(prefix, moments):
 STABLE_NAMES = {
     "adabound": _bounded("1.", _ESTIMATOR),
     "amsbound": _bounded("1.", _ESTIMATOR + _NU_MAX),
-    "adabound_l2": _bounded("1.", _ESTIMATOR),
-    "adaboundw": _bounded("0.", _ESTIMATOR),
-    "adaboundw_lr_scaled_decay": _bounded("0.", _ESTIMATOR),
-    "adabound_paper": [*_bounded("1.", _ESTIMATOR), "2.count"],
+    # A weight decay keeps the count its schedule is read at, however the
+    # decay is spelled (DecaySchedule).
+    "adabound_l2": ["0.count", *_bounded("1.", _ESTIMATOR)],
+    "adaboundw": [*_bounded("0.", _ESTIMATOR), "1.count"],
+    "adaboundw_lr_scaled_decay": [*_bounded("0.", _ESTIMATOR), "1.count"],
+    # The paper's division by sqrt(t) is inside the bound: the same state.
+    "adabound_paper": _bounded("1.", _ESTIMATOR),
     "bounded_optax_adam": _bounded("", _ESTIMATOR),
     "adamod": _momental("0.", _ESTIMATOR),
-    "adamod_decay": _momental("0.", _ESTIMATOR),
-    "amsbound_masked_decay": _bounded("1.", _ESTIMATOR + _NU_MAX),
+    "adamod_decay": [*_momental("0.", _ESTIMATOR), "1.count"],
+    "amsbound_masked_decay": ["0.inner_state.count",
+                              *_bounded("1.", _ESTIMATOR + _NU_MAX)],
     "inject_hyperparams_adabound": [
         "count",
         *[f"hyperparams.{h}" for h in ("b1", "b2", "eps", "eps_root",
