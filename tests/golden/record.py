@@ -29,7 +29,7 @@ SHAPES = {"scalar": (), "vector": (5,), "matrix": (3, 4)}
 
 # Each case: the optimizer, its keyword arguments (the names of
 # optax_bound.adabound or optax_bound.adamod), and an optional PyTorch StepLR
-# schedule.
+# or LambdaLR schedule.
 CASES = {
     "adabound_default": dict(optimizer="adabound", kwargs={}),
     "amsbound_default": dict(optimizer="amsbound", kwargs={}),
@@ -55,6 +55,20 @@ CASES = {
         kwargs=dict(learning_rate=1e-2, final_lr=0.1, gamma=1e-2,
                     weight_decay=1e-2),
         step_lr=dict(step_size=100, gamma=0.1),
+    ),
+    # A LambdaLR warmup, then a decay: the authors' code divides by base_lr,
+    # the lr it was built with (the top of the warmup), so its bounds rise
+    # with the warmup. optax_bound follows it when given base_lr.
+    "adabound_lambda_lr_warmup": dict(
+        optimizer="adabound",
+        kwargs=dict(learning_rate=1e-2, base_lr=1e-2, final_lr=0.1, gamma=1e-2),
+        lambda_lr=dict(warmup_steps=50, decay_rate=0.99),
+    ),
+    "amsbound_lambda_lr_warmup": dict(
+        optimizer="amsbound",
+        kwargs=dict(learning_rate=1e-2, base_lr=1e-2, final_lr=0.1, gamma=1e-2,
+                    weight_decay=1e-2),
+        lambda_lr=dict(warmup_steps=50, decay_rate=0.99),
     ),
     # eps = 0: the element whose gradient is always 0 must still not move.
     "adabound_eps0": dict(optimizer="adabound", kwargs=dict(eps=0.0)),
@@ -128,11 +142,25 @@ def make_problem(seed: int = 0):
   return params, grads
 
 
+def warmup_then_decay(warmup_steps: int, decay_rate: float):
+  """The LambdaLR factor of epoch t: a linear warmup to 1, then a decay.
+
+  In Python floats, as PyTorch's LambdaLR calls it.
+  """
+  def factor(t: int) -> float:
+    return min(1.0, (t + 1) / warmup_steps) * decay_rate ** max(
+        0, t + 1 - warmup_steps)
+  return factor
+
+
 def learning_rates(config) -> np.ndarray:
   """The learning rate of each step, as the PyTorch scheduler sets it."""
   lr = hyperparameters(config)["learning_rate"]
   step_lr = config.get("step_lr")
   steps = np.arange(STEPS)
+  if "lambda_lr" in config:
+    factor = warmup_then_decay(**config["lambda_lr"])
+    return np.array([lr * factor(t) for t in range(STEPS)])
   if step_lr is None:
     return np.full(STEPS, lr)
   return lr * libm_power(step_lr["gamma"], steps // step_lr["step_size"])
@@ -164,6 +192,9 @@ def run_reference(config, params, grads, dtype):
   scheduler = None
   if config.get("step_lr"):
     scheduler = torch.optim.lr_scheduler.StepLR(opt, **config["step_lr"])
+  if config.get("lambda_lr"):
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, warmup_then_decay(**config["lambda_lr"]))
   trajectory = {k: [] for k in params}
   lrs = []
   for t in range(STEPS):
@@ -190,7 +221,8 @@ def run_transcription(config, params, grads):
   decoupled = config["optimizer"] == "adaboundw"
   use_max = config["optimizer"] == "amsbound"
   lrs = learning_rates(config)
-  base_lr = lrs[0]
+  # The lr the optimizer was built with; under a LambdaLR warmup, not lrs[0].
+  base_lr = hp["learning_rate"]
   p = {k: np.array(v, np.float64) for k, v in params.items()}
   m = {k: np.zeros_like(v) for k, v in p.items()}
   v = {k: np.zeros_like(x) for k, x in p.items()}
