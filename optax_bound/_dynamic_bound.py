@@ -372,7 +372,8 @@ def _bounds_of(bound_fn, t, final_lr, gamma):
   result = bound_fn(t, final_lr, gamma)
   if not isinstance(result, (tuple, list)) or len(result) != 2:
     got = (f"a {type(result).__name__} of {len(result)}"
-           if isinstance(result, (tuple, list)) else type(result).__name__)
+           if isinstance(result, (tuple, list))
+           else f"a single value of shape {jnp.shape(result)}")
     raise TypeError(
         "`bound_fn(t, final_lr, gamma)` must return the pair (lower, upper); "
         f"it returned {got}."

@@ -411,3 +411,47 @@ def test_a_callable_mask_under_inject_hyperparams_must_be_static():
   # The decay reached the kernel and not the bias.
   assert np.all(np.asarray(updates["w"]) < 0)
   np.testing.assert_array_equal(updates["b"], 0)
+
+
+def _bound_fn_returning(make):
+  def bound_fn(t, final_lr, gamma):
+    lower, upper = optax_bound.reference_bounds(t, final_lr, gamma)
+    return make(lower, upper)
+  return bound_fn
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda lo, up: (jnp.full(4, lo), jnp.full(4, up)), ValueError,
+     "lower bound has shape \\(4,\\)"),
+    (lambda lo, up: (lo, jnp.full((1,), up)), ValueError,
+     "upper bound has shape \\(1,\\)"),
+    (lambda lo, up: (lo,), TypeError, "returned a tuple of 1"),
+    (lambda lo, up: (lo, up, lo), TypeError, "returned a tuple of 3"),
+    (lambda lo, up: lo, TypeError, "returned a single value of shape \\(\\)"),
+    (lambda lo, up: (lo + 0j, up), ValueError, "dtype complex"),
+], ids=["per_element", "shape_1", "one", "three", "array", "complex"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_a_bound_fn_that_does_not_return_two_scalars_is_refused_naming_it(
+    make, error, match, jit):
+  tx = optax_bound.adabound(bound_fn=_bound_fn_returning(make))
+  params = jnp.ones(4)
+  update = jax.jit(tx.update) if jit else tx.update
+  with pytest.raises(error, match="`bound_fn\\(t, final_lr, gamma\\)` must"):
+    update(params, tx.init(params))
+  with pytest.raises(error, match=match):
+    update(params, tx.init(params))
+
+
+@pytest.mark.parametrize("estimator", [
+    lambda: optax.chain(optax.scale_by_adam(), optax.scale_by_schedule(
+        optax.constant_schedule(1.0))),
+    lambda: optax.inject_hyperparams(optax.scale_by_adam)(b1=0.9),
+], ids=["chained_schedule", "injected_estimator"])
+@pytest.mark.parametrize("bound", [
+    optax_bound.clip_step_size_by_dynamic_bound,
+    optax_bound.clip_step_size_by_momental_bound,
+], ids=["dynamic", "momental"])
+def test_an_estimator_with_several_counts_is_refused_saying_what_is_needed(
+    estimator, bound):
+  with pytest.raises(ValueError, match="one field `count`; this one's has"):
+    bound(estimator())

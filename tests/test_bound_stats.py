@@ -132,3 +132,70 @@ def test_the_step_stores_two_scalars_for_the_band_and_nothing_param_sized():
   # lower, upper, initial_lr, peak_lr and the count: no param-sized field
   # beyond Adam's moments.
   assert len(jax.tree.leaves(state)) == 5 + 2 * len(jax.tree.leaves(PARAMS))
+
+
+def _paper_counts(grads, steps, lr, final_lr, gamma, b2=0.999, eps=1e-8):
+  """Elements at each bound on the last step of the paper's Algorithm 2.
+
+  Its step size lr / (sqrt(v) + eps) (no bias correction) is clipped into
+  reference_bounds(t), then divided by sqrt(t): counted before the division.
+  """
+  v = np.zeros_like(grads)
+  for _ in range(steps):
+    v = b2 * v + (1 - b2) * grads**2
+  size = lr / (np.sqrt(v) + eps)
+  lower, upper = (float(b) for b in optax_bound.reference_bounds(
+      jnp.float64(steps), final_lr, gamma))
+  return np.mean(size <= lower), np.mean(size >= upper)
+
+
+def test_bound_stats_is_true_in_the_paper_form():
+  grads = np.array([2.0, -10.0, 100.0, 0.5])
+  tx = optax_bound.adabound(learning_rate=0.1, final_lr=0.1, gamma=1.0,
+                            form="paper")
+  params = jnp.asarray(grads, jnp.float32)
+  state = tx.init(params)
+  for _ in range(4):
+    updates, state = tx.update(jnp.asarray(grads, jnp.float32), state)
+  stats = optax_bound.bound_stats(updates, state)
+  at_lower, at_upper = _paper_counts(grads, 4, 0.1, 0.1, 1.0)
+  assert (at_lower, at_upper) == (0.25, 0.75)
+  np.testing.assert_allclose(
+      [stats.fraction_at_lower, stats.fraction_at_upper], [at_lower, at_upper])
+  # The band it reports is the one |u| / |m| was clipped into: /sqrt(t).
+  np.testing.assert_allclose(
+      [stats.lower, stats.upper],
+      np.array(optax_bound.reference_bounds(4.0, 0.1, 1.0)) / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_bound_stats_counts_only_step_sizes_at_a_bound_in_low_precision(dtype):
+  # Adam's first step sizes are 1 / |g| (lr 0.1, b1 0.9) = 0.053, 0.1, 0.19
+  # and 0.05 here, in the band [0.05, 0.2] (t = 1, gamma = 1): one at the
+  # lower bound, none at the upper one, however the updates are rounded.
+  grads = jnp.asarray(1 / np.array([0.053, 0.1, 0.19, 0.05]), dtype)
+  tx = optax_bound.adabound(learning_rate=0.1, final_lr=0.1, gamma=1.0)
+  updates, state = tx.update(grads, tx.init(grads))
+  assert updates.dtype == dtype
+  stats = optax_bound.bound_stats(updates, state)
+  assert float(stats.fraction_at_lower) == 0.25
+  assert float(stats.fraction_at_upper) == 0.0
+
+
+def test_bound_stats_counts_low_precision_step_sizes_clipped_to_a_bound():
+  # Step sizes 1 / |g| = 0.01 and 1000 are clipped; 0.05 and 0.2 are at a
+  # bound already.
+  grads = jnp.asarray([100.0, 1e-3, 20.0, 5.0], jnp.bfloat16)
+  tx = optax_bound.adabound(learning_rate=0.1, final_lr=0.1, gamma=1.0)
+  updates, state = tx.update(grads, tx.init(grads))
+  stats = optax_bound.bound_stats(updates, state)
+  np.testing.assert_allclose(
+      [stats.fraction_at_lower, stats.fraction_at_upper], [0.5, 0.5])
+
+
+def test_bound_stats_refuses_two_bounds_owning_one_parameter():
+  tx = optax.chain(optax_bound.adabound(), optax_bound.adabound())
+  updates, state = _one_step(tx)
+  for watch in (optax_bound.bound_stats, optax_bound.effective_step_sizes):
+    with pytest.raises(ValueError, match="Two bounds in the state"):
+      watch(updates, state)

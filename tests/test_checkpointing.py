@@ -13,6 +13,8 @@ import sys
 # tests/ is on sys.path (pytest puts it there): the worker is importable.
 import _checkpoint_worker as worker
 from _optimizers import UNDER_TEST
+from _optimizers import select
+import chex
 from flax import serialization
 from flax import traverse_util
 import jax
@@ -133,3 +135,45 @@ def test_checkpoint_array_names_are_the_stable_field_names(name, tmp_path):
   msgpack_names = traverse_util.flatten_dict(
       serialization.to_state_dict(state), sep=".")
   assert sorted(msgpack_names) == sorted(STABLE_NAMES[name])
+
+
+# Every numeric hyperparameter an entry takes, in four spellings.
+_SPELLINGS = {
+    "python": lambda x: x,
+    "numpy": np.float32,
+    "jax": lambda x: jnp.asarray(x, jnp.float32),
+}
+_NUMBERS = dict(learning_rate=1e-3, weight_decay=1e-2, final_lr=0.1, gamma=1e-3,
+                b1=0.9, b2=0.999, eps=1e-8)
+
+
+def _structure(state):
+  return jax.tree.structure(state), jax.tree.map(jnp.shape, state)
+
+
+@pytest.mark.parametrize("opt", select(public=True))
+def test_the_state_structure_does_not_depend_on_how_a_number_is_spelled(opt):
+  numbers = {k: v for k, v in _NUMBERS.items()
+             if opt.accepts(k) and (k != "weight_decay" or opt.needs_params)}
+  if opt.needs_params:
+    numbers["weight_decay"] = opt.hyperparams["weight_decay"]
+  structures = {
+      name: _structure(opt(**{k: spell(v) for k, v in numbers.items()}).init(
+          _PARAMS))
+      for name, spell in _SPELLINGS.items()
+  }
+  injected = opt.injected(**numbers).init(_PARAMS).inner_state
+  structures["injected"] = _structure(injected)
+  assert len({repr(s) for s in structures.values()}) == 1, structures
+
+
+@pytest.mark.parametrize("opt", select(weight_decay="l2"))
+@pytest.mark.parametrize("zero", [0, 0.0, np.float32(0), jnp.asarray(0.0)],
+                         ids=["int", "float", "numpy", "jax"])
+def test_a_zero_weight_decay_of_any_spelling_needs_no_params(opt, zero):
+  tx = opt(weight_decay=zero)
+  state = tx.init(_PARAMS)
+  updates, _ = tx.update(_PARAMS, state)
+  plain = opt(weight_decay=None)
+  expected, _ = plain.update(_PARAMS, plain.init(_PARAMS))
+  chex.assert_trees_all_equal(updates, expected)

@@ -110,3 +110,75 @@ def test_a_final_lr_schedule_moves_the_bounds_and_couples_like_a_number(coupling
     stats = optax_bound.bound_stats(updates, state)
     np.testing.assert_allclose([stats.lower, stats.upper], [lower, upper],
                                rtol=1e-5)
+
+
+def _band_after(tx, steps, params=None):
+  """The (lower, upper) the state holds after ``steps`` steps of g = 1."""
+  params = jnp.ones(3) if params is None else params
+  state = tx.init(params)
+  for _ in range(steps):
+    _, state = tx.update(jnp.ones(3), state, params)
+  bound = optax.tree.get(state, "lower"), optax.tree.get(state, "upper")
+  return tuple(float(b) for b in bound)
+
+
+@pytest.mark.parametrize("opt", select(public=True, bound="dynamic"))
+def test_base_lr_makes_the_bounds_follow_lr_over_base_lr_through_a_warmup(opt):
+  # A PyTorch LambdaLR warmup over lr = 1e-2: lr_t = 1e-2 * min(1, (t+1)/4).
+  warmup = lambda count: 1e-2 * jnp.minimum(1.0, (count + 1) / 4)
+  for steps in range(1, 7):
+    tx = opt(learning_rate=warmup, final_lr=0.1, gamma=0.5, base_lr=1e-2)
+    lower, upper = _band_after(tx, steps)
+    final_lr_t = 0.1 * float(warmup(steps - 1)) / 1e-2
+    expected = optax_bound.reference_bounds(
+        jnp.float32(steps), final_lr_t, 0.5)
+    if opt.paper_form:  # the band the step sizes were clipped into
+      expected = [b / np.sqrt(steps) for b in expected]
+    np.testing.assert_allclose([lower, upper], expected, rtol=1e-6)
+
+
+def test_base_lr_equal_to_the_first_lr_is_the_default_coupling():
+  schedule = optax.exponential_decay(1e-2, 3, 0.5)
+  plain = optax_bound.adabound(learning_rate=schedule, gamma=0.3)
+  with_base = optax_bound.adabound(learning_rate=schedule, gamma=0.3,
+                                   base_lr=1e-2)
+  assert _band_after(plain, 7) == _band_after(with_base, 7)
+
+
+def test_the_state_keeps_the_first_lr_and_base_lr_overrides_it_on_resume():
+  """Which wins on resume: the state's initial_lr, unless base_lr is given."""
+  old = optax_bound.adabound(1e-3, final_lr=0.1, gamma=1.0)
+  state = old.init(jnp.ones(3))
+  _, state = old.update(jnp.ones(3), state)
+  lower, upper = optax_bound.reference_bounds(jnp.float32(2), 0.1, 1.0)
+  for new, final_lr_t in (
+      (optax_bound.adabound(1e-2, final_lr=0.1, gamma=1.0), 1.0),
+      (optax_bound.adabound(1e-2, final_lr=0.1, gamma=1.0, base_lr=1e-2), 0.1)):
+    _, resumed = new.update(jnp.ones(3), state)
+    np.testing.assert_allclose(
+        [resumed[1].lower, resumed[1].upper],
+        [final_lr_t * lower / 0.1, final_lr_t * upper / 0.1], rtol=1e-6)
+    # The run's history is the state's, whatever the new arguments.
+    assert float(resumed[1].initial_lr) == pytest.approx(1e-3)
+
+
+def test_base_lr_can_be_injected_and_matches_the_plain_optimizer():
+  warmup = lambda count: 1e-2 * jnp.minimum(1.0, (count + 1) / 4)
+  plain = optax_bound.amsbound(learning_rate=warmup, gamma=0.5, base_lr=1e-2)
+  injected = optax.inject_hyperparams(optax_bound.amsbound)(
+      learning_rate=warmup, gamma=0.5, base_lr=1e-2)
+  assert _band_after(plain, 5) == pytest.approx(_band_after(injected, 5),
+                                                rel=1e-6)
+
+
+@pytest.mark.parametrize("coupling", ["peak", "fixed"])
+def test_base_lr_with_another_coupling_is_an_error(coupling):
+  with pytest.raises(ValueError, match="base_lr"):
+    optax_bound.adabound(base_lr=1e-3, final_lr_coupling=coupling)
+
+
+@pytest.mark.parametrize("base_lr", [0.0, -1e-3, float("inf"), float("nan")])
+def test_base_lr_must_be_finite_and_positive(base_lr):
+  with pytest.raises(ValueError, match="`base_lr` must be finite and > 0"):
+    optax_bound.clip_step_size_by_dynamic_bound(
+        optax_bound.scale_by_adam(), base_lr=base_lr)

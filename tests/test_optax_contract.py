@@ -2,6 +2,7 @@
 
 from _optimizers import UNDER_TEST
 from _optimizers import select
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,11 +78,31 @@ def test_jitted_step_compiles_once(opt):
 
   params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   state = tx.init(params)
-  for i in range(4):
+  for i in range(40):
     grads = jax.tree.map(lambda p, i=i: jnp.full_like(p, 0.5 + i), params)
     params, state = step(params, state, grads)
   assert len(traces) == 1
   assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("opt", select(public=True))
+def test_changing_an_injected_learning_rate_never_retraces(opt):
+  tx = opt.injected(learning_rate=LEARNING_RATE)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(params, state):
+    updates, state = tx.update(params, state, params)
+    return optax.apply_updates(params, updates), state
+
+  chex.clear_trace_counter()  # counted per function, across parameters
+  state = tx.init(params)
+  dtype = state.hyperparams["learning_rate"].dtype
+  for learning_rate in (0.1, 0.05, 1e-3, 0.0, 0.2, 0.1):
+    state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, dtype)
+    params, state = step(params, state)
+  chex.assert_tree_all_finite(params)
 
 
 @pytest.mark.parametrize("opt", UNDER_TEST)
@@ -133,6 +154,9 @@ def test_inject_hyperparams_matches_the_plain_optimizer(opt, learning_rate):
       p[k] = optax.apply_updates(p[k], updates)
   for a, b in zip(*p, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6)
+  # Optax's own "equality of new optimizer states": the injected optimizer's
+  # inner state is the plain one's, structure and values.
+  chex.assert_trees_all_close(states[1].inner_state, states[0], rtol=1e-4)
   assert float(states[1].hyperparams["learning_rate"]) == pytest.approx(
       # The stored learning rate is the one the 6th step (count 5) used.
       float(learning_rate(5)) if callable(learning_rate) else learning_rate)
