@@ -145,7 +145,7 @@ def _paper_counts(grads, steps, lr, final_lr, gamma, b2=0.999, eps=1e-8):
     v = b2 * v + (1 - b2) * grads**2
   size = lr / (np.sqrt(v) + eps)
   lower, upper = (float(b) for b in optax_bound.reference_bounds(
-      jnp.float64(steps), final_lr, gamma))
+      float(steps), final_lr, gamma))
   return np.mean(size <= lower), np.mean(size >= upper)
 
 
