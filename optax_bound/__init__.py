@@ -12,6 +12,8 @@ from optax_bound._dynamic_bound import ClipStepSizeByDynamicBoundState
 from optax_bound._dynamic_bound import clip_step_size_by_dynamic_bound
 from optax_bound._dynamic_bound import coupled_final_lr
 from optax_bound._dynamic_bound import reference_bounds
+from optax_bound._find_final_lr import FinalLrRangeTest
+from optax_bound._find_final_lr import find_final_lr
 from optax_bound._momental_bound import ClipStepSizeByMomentalBoundState
 from optax_bound._momental_bound import clip_step_size_by_momental_bound
 from optax_bound._moments import reference_step_size_correction
@@ -24,6 +26,7 @@ __all__ = (
     "BoundStats",
     "ClipStepSizeByDynamicBoundState",
     "ClipStepSizeByMomentalBoundState",
+    "FinalLrRangeTest",
     "adabound",
     "adaboundw",
     "adamod",
@@ -33,6 +36,7 @@ __all__ = (
     "clip_step_size_by_momental_bound",
     "coupled_final_lr",
     "effective_step_sizes",
+    "find_final_lr",
     "reference_bounds",
     "reference_step_size_correction",
     "scale_by_adam",
