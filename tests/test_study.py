@@ -16,6 +16,7 @@ from benchmarks._common import datasets
 from benchmarks.study import __main__ as study
 from benchmarks.study import _models
 from benchmarks.study import bounds
+from benchmarks.study import final_lr
 from benchmarks.study import paths
 from benchmarks.study import robustness
 from benchmarks.study import training
@@ -164,3 +165,26 @@ def test_dampened_sgdm_is_optax_sgd_with_momentum_at_lr_times_one_minus_b1():
   # After 20 steps the momentum is far from a single gradient: the test
   # compares two averages, not two copies of the last gradient.
   assert not np.allclose(a, -0.1 * grads[-1], rtol=0.1)
+
+
+@pytest.mark.slow
+def test_final_lr_compares_find_final_lr_with_a_grid(tmp_path):
+  settings = final_lr.Settings({"digits MLP": 20, final_lr.QUADRATIC: 20},
+                               (1e-3, 0.1), n_evals=2)
+  table = final_lr.run(settings, 1, tmp_path)
+  assert "find_final_lr" in table and "steepest descent" in table
+  results = _json(tmp_path / "final_lr.json")["results"]
+  quadratic = results[final_lr.QUADRATIC]
+  # Curvatures up to 2e4: dampened SGDM at b1 = 0.9 is stable below 1.9e-3,
+  # and the range test sees the loss diverge near it.
+  (test,) = quadratic["range_tests"]
+  assert 1.7e-3 < test["divergence_lr"] < 3e-3
+  (suggested,) = quadratic["rules"]["find_final_lr"]["final_lr"]
+  assert suggested == pytest.approx(test["divergence_lr"] / 5)
+  # The grid's 0.1 diverges there; the suggestion does not.
+  assert quadratic["grid"]["diverged"] == [0, 1]
+  assert quadratic["rules"]["find_final_lr"]["never_diverged"]
+  mlp = results["digits MLP"]["rules"]["find_final_lr"]
+  assert len(mlp["score"]) == 1 and 0 < mlp["score"][0] <= 1
+  for png in ("final_lr_range_test.png", "final_lr_grid.png"):
+    assert (tmp_path / png).stat().st_size > 10_000
