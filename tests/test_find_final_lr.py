@@ -127,6 +127,14 @@ def test_a_loss_that_never_diverges_warns_and_suggests_a_fifth_of_max_lr():
   assert len(test.lrs) == 225
 
 
+def test_a_loss_that_diverges_at_once_warns_to_lower_min_lr():
+  # Stable below 3.8e-3: from min_lr = 0.1 every step diverges.
+  with pytest.warns(UserWarning, match="lower min_lr"):
+    test = optax_bound.find_final_lr(
+        _quadratic(1e4), jnp.ones(16), itertools.repeat(None), min_lr=0.1)
+  assert test.divergence_lr < 0.2
+
+
 def test_minibatches_are_stacked_and_read_in_order():
   data = np.random.default_rng(0).standard_normal((64, 3)).astype(np.float32)
   batches = itertools.cycle(data.reshape(8, 8, 3))
