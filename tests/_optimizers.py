@@ -57,6 +57,10 @@ class Optimizer:
     bound: ``'dynamic'`` (AdaBound's band, which takes ``final_lr``, ``gamma``,
       ``bound_fn`` and ``final_lr_coupling``) or ``'momental'`` (AdaMod's
       average of past step sizes, which takes ``b3`` instead).
+    fast_loop: Whether the fast loop (``pytest -m "not slow"``) runs the
+      generic tests on this entry. One entry of each constructor does; the
+      others (each a variant of one of those) run in the full suite only,
+      marked slow by ``tests/conftest.py``.
   """
 
   name: str
@@ -68,6 +72,7 @@ class Optimizer:
   paper_form: bool = False
   lr_scaled_decay: bool = False
   bound: Bound = "dynamic"
+  fast_loop: bool = False
 
   @property
   def needs_params(self) -> bool:
@@ -112,18 +117,18 @@ class Optimizer:
 
 
 UNDER_TEST = (
-    Optimizer("adabound", optax_bound.adabound),
-    Optimizer("amsbound", optax_bound.amsbound, nu_max=True),
+    Optimizer("adabound", optax_bound.adabound, fast_loop=True),
+    Optimizer("amsbound", optax_bound.amsbound, nu_max=True, fast_loop=True),
     Optimizer("adabound_l2", optax_bound.adabound, dict(weight_decay=1e-3),
               weight_decay="l2"),
     Optimizer("adaboundw", optax_bound.adaboundw, dict(weight_decay=1e-3),
-              weight_decay="decoupled"),
+              weight_decay="decoupled", fast_loop=True),
     Optimizer("adaboundw_lr_scaled_decay", optax_bound.adaboundw,
               dict(weight_decay=1e-3, lr_scaled_decay=True),
               weight_decay="decoupled", lr_scaled_decay=True),
     Optimizer("adabound_paper", optax_bound.adabound, dict(form="paper"),
               paper_form=True),
-    Optimizer("adamod", optax_bound.adamod, bound="momental"),
+    Optimizer("adamod", optax_bound.adamod, bound="momental", fast_loop=True),
     Optimizer("adamod_decay", optax_bound.adamod, dict(weight_decay=1e-3),
               weight_decay="decoupled", lr_scaled_decay=True, bound="momental"),
     # The bound around Optax's own Adam: any estimator with `mu` and `count`.

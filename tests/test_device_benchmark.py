@@ -111,6 +111,7 @@ def test_device_run_writes_every_stage_at_the_smallest_size(tmp_path,
              for run in tree["runs"].values())
 
 
+@pytest.mark.slow  # a second in-process run; the first stays in the fast loop
 def test_a_spent_budget_skips_each_stage_with_its_reason(tmp_path):
   result = device.main(["--tiny", "--out", str(tmp_path), "--stages",
                         "tests,copy", "--max-seconds", "0"])

@@ -50,13 +50,21 @@ def _spellings(opt):
   yield opt(**numbers)
 
 
+def _fast_for(*names):
+  """Every public entry; those of ``names`` in the fast loop, all in the full run.
+
+  Ours only: Optax's own optax.scale_by_adam (the bounded_optax_adam entry)
+  does not run under strict promotion (its bias correction raises b1 ** count).
+  """
+  return [pytest.param(opt, marks=[] if opt.name in names else pytest.mark.slow)
+          for opt in select(public=True)]
+
+
 @pytest.mark.parametrize("dtype", [
     # bfloat16 in the fast loop; the other dtypes compile as many steps again.
     "bfloat16", *(pytest.param(d, marks=pytest.mark.slow)
                   for d in ("float16", "float32", "float64"))])
-# Ours only: Optax's own optax.scale_by_adam (the bounded_optax_adam entry)
-# does not run under strict promotion (its bias correction raises b1 ** count).
-@pytest.mark.parametrize("opt", select(public=True))
+@pytest.mark.parametrize("opt", _fast_for("adabound", "adamod"))
 def test_every_optimizer_runs_under_strict_promotion_keeping_the_dtypes(
     opt, dtype):
   with jax.enable_x64(dtype == "float64"):
@@ -74,8 +82,9 @@ def test_every_optimizer_runs_under_strict_promotion_keeping_the_dtypes(
     chex.assert_trees_all_equal(results[0][0], expected_updates)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-@pytest.mark.parametrize("opt", select(public=True))
+@pytest.mark.parametrize("dtype", [
+    "bfloat16", pytest.param("float32", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("opt", _fast_for("adabound"))
 def test_injected_hyperparameters_run_under_strict_promotion(opt, dtype):
   params = _params(DTYPES[dtype])
   tx = opt.injected(hyperparam_dtype=jnp.float32, learning_rate=1e-2)

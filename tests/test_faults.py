@@ -251,7 +251,10 @@ def _scan(tx):
   return run
 
 
-@pytest.mark.parametrize("opt", UNDER_TEST)
+@pytest.mark.parametrize("opt", [
+    # A scan of 40 steps each: one entry in the fast loop, all in the full run.
+    pytest.param(opt, marks=[] if opt.name == "adabound" else pytest.mark.slow)
+    for opt in UNDER_TEST])
 def test_apply_if_finite_skips_the_bad_step_and_training_continues(opt):
   bare = opt(learning_rate=1e-2)
   tx = optax.apply_if_finite(bare, max_consecutive_errors=5)

@@ -85,13 +85,22 @@ def _run(tx, dtype):
   return run(params, grads)
 
 
+_FAST_CASES = ("adabound_default", "amsbound_active_clip", "adabound_step_lr",
+               "adabound_lambda_lr_warmup", "amsbound_lambda_lr_warmup",
+               "adamod_active")
+
+
 def _cases_with_dtypes():
-  """Every recorded case; float64 in the full run only (float32's tolerance
-  pins each quirk too)."""
+  """Every recorded case; float64 and the variants in the full run only.
+
+  The fast loop keeps one float32 case of each optimizer and schedule
+  (float32's tolerance pins each quirk too).
+  """
   for case in CASES:
     for dtype in ("float64", "float32"):
       if f"params/{case}/{dtype}/scalar" in GOLDEN:
-        marks = [pytest.mark.slow] if dtype == "float64" else []
+        fast = dtype == "float32" and case in _FAST_CASES
+        marks = [] if fast else [pytest.mark.slow]
         yield pytest.param(case, dtype, id=f"{case}-{dtype}", marks=marks)
 
 
