@@ -155,8 +155,10 @@ def test_inject_hyperparams_matches_the_plain_optimizer(opt, learning_rate):
   for a, b in zip(*p, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6)
   # Optax's own "equality of new optimizer states": the injected optimizer's
-  # inner state is the plain one's, structure and values.
-  chex.assert_trees_all_close(states[1].inner_state, states[0], rtol=1e-4)
+  # inner state is the plain one's, structure and values (after six steps,
+  # a first moment near 0 from cancelling gradients needs an atol).
+  chex.assert_trees_all_close(states[1].inner_state, states[0], rtol=1e-4,
+                              atol=1e-6)
   assert float(states[1].hyperparams["learning_rate"]) == pytest.approx(
       # The stored learning rate is the one the 6th step (count 5) used.
       float(learning_rate(5)) if callable(learning_rate) else learning_rate)
