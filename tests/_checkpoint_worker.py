@@ -106,8 +106,10 @@ def main(orbax_dir, msgpack_file, out_npz):
     from_msgpack = serialization.from_bytes(init_run(), f.read())
   results = {}
   for name, run in (("orbax", from_orbax), ("msgpack", from_msgpack)):
-    # The restored step count is the one saved: the schedule resumes there.
-    assert int(optax.tree.get(run["opt_state"], "count")) == SAVE_AT
+    # The restored step counts (the estimator's, the decay's) are the ones
+    # saved: the schedule resumes there.
+    counts = optax.tree.get_all_with_path(run["opt_state"], "count")
+    assert {int(count) for _, count in counts} == {SAVE_AT}
     for key, value in flat(train(run, SAVE_AT, TOTAL)).items():
       results[f"{name}/{key}"] = value
   np.savez(out_npz, **results)

@@ -47,9 +47,9 @@ def test_resume_in_a_fresh_process_is_bitwise_equal_to_the_uninterrupted_run(
       check=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resumed = dict(np.load(out))
 
-  # 4 param leaves; count, initial_lr, peak_lr, lower, upper; mu, nu and
-  # nu_max of each.
-  assert len(uninterrupted) == 4 + 5 + 3 * 4
+  # 4 param leaves; the decay's count; count, initial_lr, peak_lr, lower,
+  # upper; mu, nu and nu_max of each.
+  assert len(uninterrupted) == 4 + 1 + 5 + 3 * 4
   for name in ("orbax", "msgpack"):
     for key, value in uninterrupted.items():
       np.testing.assert_array_equal(resumed.pop(f"{name}/{key}"), value,
