@@ -64,7 +64,7 @@ def _fast_for(*names):
     # bfloat16 in the fast loop; the other dtypes compile as many steps again.
     "bfloat16", *(pytest.param(d, marks=pytest.mark.slow)
                   for d in ("float16", "float32", "float64"))])
-@pytest.mark.parametrize("opt", _fast_for("adabound", "adamod"))
+@pytest.mark.parametrize("opt", _fast_for("adabound"))
 def test_every_optimizer_runs_under_strict_promotion_keeping_the_dtypes(
     opt, dtype):
   with jax.enable_x64(dtype == "float64"):
