@@ -14,7 +14,8 @@ Each constructor is an ``optax.chain`` of public transforms and nothing else:
 
 ``form='paper'`` swaps the reference for the paper's Algorithm 2: no bias
 correction in the estimator and the bounded step divided by :math:`\sqrt t`
-(``optax.scale_by_schedule`` after the clip).
+(inside the bound, so that the state is the reference form's and its band is
+the one the step sizes were clipped into).
 
 Every hyperparameter after ``learning_rate`` is keyword-only: Optax's
 ``adam(learning_rate, b1, b2, ...)`` order would otherwise read

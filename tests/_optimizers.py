@@ -50,7 +50,8 @@ class Optimizer:
       zero gradient still moves a parameter.
     nu_max: The state keeps AMSGrad's running maximum ``nu_max``.
     paper_form: The paper's Algorithm 2 (``form='paper'``): the bounded step
-      is divided by sqrt(t), and a second ``count`` lives in the state.
+      is divided by sqrt(t) inside the bound, whose stored band is divided
+      by sqrt(t) too.
     lr_scaled_decay: The decoupled decay is scaled by the learning rate
       (``lambda * lr_t * p``, AdamW's and AdaMod's), not the authors'
       AdaBoundW's ``lambda * p``.
