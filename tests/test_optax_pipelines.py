@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from sklearn import datasets
 
 import optax_bound
 
@@ -25,12 +24,13 @@ BATCH = 32
 ADABOUND = optax_bound.adabound(learning_rate=1e-2, final_lr=0.1, gamma=1e-2)
 
 
+@functools.cache
 def _digits():
+  # Imported here: scikit-learn takes a second to import, and every test of
+  # this file is slow, so the fast loop's collection should not pay for it.
+  from sklearn import datasets
   x, y = datasets.load_digits(return_X_y=True)
   return (x / 16.0).astype(np.float32), y.astype(np.int32)
-
-
-_X, _Y = _digits()
 
 
 @functools.cache
@@ -60,10 +60,11 @@ def _model(params, x):
 
 def _batches(steps, size=BATCH):
   """``steps`` minibatches, stacked: x of shape (steps, size, 64)."""
+  x, y = _digits()
   idx = np.stack([
-      np.random.default_rng([1, t]).choice(len(_Y), size, replace=False)
+      np.random.default_rng([1, t]).choice(len(y), size, replace=False)
       for t in range(steps)])
-  return _X[idx], _Y[idx]
+  return x[idx], y[idx]
 
 
 def _loss(params, x, y):
