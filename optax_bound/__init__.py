@@ -13,6 +13,7 @@ from optax_bound._dynamic_bound import clip_step_size_by_dynamic_bound
 from optax_bound._dynamic_bound import coupled_final_lr
 from optax_bound._dynamic_bound import reference_bounds
 from optax_bound._find_final_lr import FinalLrRangeTest
+from optax_bound._find_final_lr import RangeTestCurve
 from optax_bound._find_final_lr import find_final_lr
 from optax_bound._momental_bound import ClipStepSizeByMomentalBoundState
 from optax_bound._momental_bound import clip_step_size_by_momental_bound
@@ -27,6 +28,7 @@ __all__ = (
     "ClipStepSizeByDynamicBoundState",
     "ClipStepSizeByMomentalBoundState",
     "FinalLrRangeTest",
+    "RangeTestCurve",
     "adabound",
     "adaboundw",
     "adamod",

@@ -58,9 +58,9 @@ def test_suggestion_is_below_the_stability_limit_of_a_quadratic(largest, b1):
   # within a few steps of it (measured: 0.99 to 1.4 times) ...
   probe_limit = _limit(largest, 0.9)
   assert 0.9 * probe_limit < test.divergence_lr < 1.5 * probe_limit
-  # ... carries it to b1 by the quadratic's limit, and keeps a fifth.
+  # ... carries it to b1 by the quadratic's limit, and keeps a sixth.
   scale = (1 + b1) / (1 - b1) / 19
-  assert test.final_lr == pytest.approx(test.divergence_lr * scale / 5)
+  assert test.final_lr == pytest.approx(test.divergence_lr * scale / 6)
   limit = _limit(largest, b1)
   assert limit / 10 < test.final_lr < limit / 3
   # The curve it read: the loss went down before it went up.
@@ -118,12 +118,85 @@ def test_loss_fn_is_traced_once_whatever_the_number_of_steps():
   assert test.divergence_lr is not None
 
 
-def test_a_loss_that_never_diverges_warns_and_suggests_a_fifth_of_max_lr():
+def _noisy_batches(seed):
+  """Distinct batches: a per-step scale of the loss, 2 ** U(-0.2, 0.2)."""
+  rng = np.random.default_rng(seed)
+  while True:
+    yield jnp.float32(2.0 ** rng.uniform(-0.2, 0.2))
+
+
+def test_the_suggestion_is_read_from_the_median_of_the_tests():
+  curvatures = jnp.logspace(0.0, 2.0, 16)
+  loss = lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    test = optax_bound.find_final_lr(loss, jnp.ones(16), _noisy_batches(0),
+                                     num_tests=5)
+  assert len(test.curves) == 5
+  readings = [curve.divergence_lr for curve in test.curves]
+  # Each test read its own batches: the noise moved where they diverged.
+  assert len(set(readings)) > 1
+  assert test.divergence_lr == sorted(readings)[2]
+  assert test.final_lr == pytest.approx(test.divergence_lr / 6)
+  median = next(c for c in test.curves
+                if c.divergence_lr == test.divergence_lr)
+  np.testing.assert_array_equal(test.lrs, median.lrs)
+  np.testing.assert_array_equal(test.losses, median.losses)
+  # Of an even count, the lower median: the smaller final_lr.
+  even = optax_bound.find_final_lr(loss, jnp.ones(16), _noisy_batches(0),
+                                   num_tests=4)
+  assert even.divergence_lr == sorted(
+      c.divergence_lr for c in even.curves)[1]
+
+
+def test_a_full_batch_loss_runs_one_test_and_minibatches_run_each():
+  taken = []
+
+  def same_batch():
+    batch = jnp.ones(3)
+    while True:
+      taken.append(1)
+      yield batch
+
+  test = optax_bound.find_final_lr(_quadratic(1e2, dim=3), jnp.ones(3),
+                                   same_batch())
+  # The other four tests would repeat this one step for step.
+  assert len(test.curves) == 1 and len(taken) <= 226
+  many = optax_bound.find_final_lr(_quadratic(1e2, dim=3), jnp.ones(3),
+                                   (jnp.ones(3) for _ in itertools.count()))
+  assert len(many.curves) == 5
+  # Equal batches, so equal curves: the tests differ by their batches only.
+  for curve in many.curves:
+    np.testing.assert_array_equal(curve.losses, test.losses)
+
+
+def test_every_test_runs_in_one_compiled_program():
+  traces = []
+
+  @chex.assert_max_traces(n=1)
+  def loss(p, scale):
+    traces.append(1)
+    return 0.5 * scale * jnp.sum(p**2 * jnp.array([1.0, 10.0, 100.0]))
+
+  test = optax_bound.find_final_lr(loss, jnp.ones(3), _noisy_batches(1),
+                                   num_tests=3)
+  assert len(test.curves) == 3 and len(traces) == 1
+
+
+def test_batches_that_run_out_in_a_later_test_say_how_many_were_read():
+  batches = [jnp.float32(1.0 + i / 1000) for i in range(300)]
+  with pytest.raises(ValueError, match=r"ran out after 300 batches; each range "
+                     r"test takes up to num_steps \+ 1 = 226"):
+    optax_bound.find_final_lr(lambda p, s: s * jnp.sum(p**2) + 1.0,
+                              jnp.ones(2), batches, max_lr=1e-3)
+
+
+def test_a_loss_that_never_diverges_warns_and_suggests_a_sixth_of_max_lr():
   with pytest.warns(UserWarning, match="did not diverge up to max_lr=0.01"):
     test = optax_bound.find_final_lr(
         _quadratic(1.0), jnp.ones(16), itertools.repeat(None), max_lr=1e-2)
   assert test.divergence_lr is None
-  assert test.final_lr == pytest.approx(1e-2 / 5)
+  assert test.final_lr == pytest.approx(1e-2 / 6)
   assert len(test.lrs) == 225
 
 
@@ -161,6 +234,16 @@ def test_plot_marks_the_suggestion_and_the_divergence():
   assert f"divergence, lr = {test.divergence_lr:.3g}" in labels
   assert ax.get_xscale() == "log"
   plt.close(ax.figure)
+  # Five tests: the median one drawn and labelled, the other four faint.
+  curvatures = jnp.logspace(0.0, 2.0, 16)
+  five = optax_bound.find_final_lr(
+      lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2), jnp.ones(16),
+      _noisy_batches(2))
+  ax = five.plot()
+  faint = [line for line in ax.get_lines() if line.get_alpha() == 0.3]
+  assert len(faint) == 4
+  assert any("median test" in line.get_label() for line in ax.get_lines())
+  plt.close(ax.figure)
 
 
 def _ok_loss(p, batch):
@@ -172,6 +255,7 @@ def _ok_loss(p, batch):
     ({"min_lr": 0.0}, "0 < min_lr < max_lr"),
     ({"max_lr": np.inf}, "0 < min_lr < max_lr"),
     ({"num_steps": 19}, "at least 20"),
+    ({"num_tests": 0}, "`num_tests` must be at least 1"),
     ({"b1": 1.0}, r"`b1` must be in \[0, 1\)"),
     ({"b1": -0.1}, r"`b1` must be in \[0, 1\)"),
 ])
@@ -183,6 +267,8 @@ def test_bad_options_raise_a_value_error_naming_them(options, match):
 
 @pytest.mark.parametrize(("options", "match"), [
     ({"num_steps": 100.0}, "`num_steps` must be an integer"),
+    ({"num_tests": 2.0}, "`num_tests` must be an integer"),
+    ({"num_tests": True}, "`num_tests` must be an integer"),
     ({"b1": True}, "`b1` must be a real number"),
     ({"min_lr": "1e-6"}, "`min_lr` must be a real number"),
 ])

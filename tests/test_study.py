@@ -179,8 +179,14 @@ def test_final_lr_compares_find_final_lr_with_a_grid(tmp_path):
   # and the range test sees the loss diverge near it.
   (test,) = quadratic["range_tests"]
   assert 1.7e-3 < test["divergence_lr"] < 3e-3
+  # A full-batch loss: one range test ran, not five.
+  assert test["divergence_lrs"] == [test["divergence_lr"]]
   (suggested,) = quadratic["rules"]["find_final_lr"]["final_lr"]
-  assert suggested == pytest.approx(test["divergence_lr"] / 5)
+  assert suggested == pytest.approx(test["divergence_lr"] / 6)
+  # On minibatches, five; the median is the one kept.
+  (mlp_test,) = results["digits MLP"]["range_tests"]
+  assert len(mlp_test["divergence_lrs"]) == 5
+  assert mlp_test["divergence_lr"] == sorted(mlp_test["divergence_lrs"])[2]
   # The grid's 0.1 diverges there; the suggestion does not.
   assert quadratic["grid"]["diverged"] == [0, 1]
   assert quadratic["rules"]["find_final_lr"]["never_diverged"]

@@ -9,17 +9,18 @@ quadratic, AdaBound (lr 1e-3, the study's protocol: lr / 10 at 75% of the
 run, gamma = 1 / (2% of the run)) is trained with
 
 * every ``final_lr`` of a grid, 1e-4 to 3 in half-decades, over the seeds;
-* the ``final_lr`` that ``find_final_lr`` suggests, from one range test per
-  seed; each suggestion is trained with every seed;
+* the ``final_lr`` that ``find_final_lr`` suggests, from one call per seed
+  (its five range tests, from that seed's parameters on that seed's
+  minibatches); each suggestion is trained with every seed;
 * two other rules read off the same range tests, for comparison: the
   steepest descent of the smoothed loss (the usual learning-rate finder's
-  rule) and half the divergence point (a smaller margin than the fifth that
-  ``find_final_lr`` keeps).
+  rule) and half the divergence point (a smaller margin than the sixth that
+  ``find_final_lr`` keeps), both read off the median test.
 
 The range tests start from their own draws of the initial parameters and of
-the minibatch order (seeds 100 and up), not from those of the training runs:
-the rule's constants were chosen on range tests of seeds 0 to 9 and 100 to
-104. What counts: no run at a suggested ``final_lr`` diverges (a final
+the minibatch order (seeds 300 and up), not from those of the training runs:
+the rule's constants were chosen on range tests of seeds 0 to 9, 100 to 104
+and 200 to 204. What counts: no run at a suggested ``final_lr`` diverges (a final
 training loss that is NaN, a network's test accuracy below twice chance's, a
 quadratic's loss no lower than at the start), and the worst suggestion's test
 accuracy, the mean of the training seeds, is within 1 point of the grid's
@@ -57,9 +58,10 @@ import optax_bound
 
 ADABOUND_LR = 1e-3  # Adam's phase, as in the robustness sweep.
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
-# Range test i draws its parameters and batches from 200 + i: the rule's
-# constants were chosen on range tests of seeds 0 to 9 and 100 to 104.
-RANGE_SEED = 200
+# Call i of find_final_lr draws its parameters and batches from 300 + i: the
+# rule's constants were chosen on range tests of seeds 0 to 9, 100 to 104 and
+# 200 to 204.
+RANGE_SEED = 300
 QUADRATIC = "stiff quadratic"
 QUADRATIC_DIM = 64
 QUADRATIC_CURVATURES = (1.0, 2e4)
@@ -87,7 +89,7 @@ def _rules(test: optax_bound.FinalLrRangeTest) -> dict[str, float]:
   slope = np.gradient(np.log(test.smoothed_losses[:upto]),
                       np.log(test.lrs[:upto]))
   divergence = test.divergence_lr or float(test.lrs[-1])
-  # At b1 = 0.9, find_final_lr's own rule is divergence / 5.
+  # At b1 = 0.9, find_final_lr's own rule is divergence / 6.
   return {"find_final_lr": test.final_lr,
           "steepest descent": float(test.lrs[int(np.argmin(slope))]),
           "divergence / 2": divergence / 2}
@@ -159,7 +161,7 @@ def _network_runs(setup: str, data: datasets.Split, final_lrs: np.ndarray,
 
 def _range_test(setup: str, data: datasets.Split | None,
                 seed: int) -> tuple[optax_bound.FinalLrRangeTest, list[str]]:
-  """One range test from seed's own parameters and batches; its warnings."""
+  """find_final_lr from seed's own parameters and batches; its warnings."""
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     if setup == QUADRATIC:
@@ -244,6 +246,7 @@ def study_setup(setup: str, settings: Settings, seeds: int) -> dict:
                "best_final_lr": float(grid[best]),
                "best_score": float(grid_score[best])},
       "range_tests": [{"seed": RANGE_SEED + i, "divergence_lr": t.divergence_lr,
+                       "divergence_lrs": [c.divergence_lr for c in t.curves],
                        "warnings": w, "initial_loss": t.initial_loss,
                        "lrs": t.lrs.tolist(),
                        "losses": t.losses.tolist(),
@@ -378,8 +381,8 @@ def plot_grid(results: dict, seeds: int, path: pathlib.Path) -> None:
   else:
     axes[0].legend(fontsize=8, loc="best")
   fig.suptitle(f"AdaBound over a grid of final_lr against the rules' "
-               f"suggestions ({seeds} range tests, each trained with {seeds} "
-               "seeds)", fontsize=11)
+               f"suggestions ({seeds} calls of find_final_lr, each trained "
+               f"with {seeds} seeds)", fontsize=11)
   report.save_figure(fig, path, dpi=110)
 
 
@@ -410,8 +413,8 @@ def main(argv=None) -> str:
                     help="every setup at the training comparison's lengths")
   parser.set_defaults(full=False)
   parser.add_argument("--seeds", type=int, default=None,
-                      help="range tests and training seeds (default: 2 quick, "
-                      "5 full)")
+                      help="calls of find_final_lr and training seeds "
+                      "(default: 2 quick, 5 full)")
   parser.add_argument("--out", type=pathlib.Path, default=None,
                       help="where figures and JSON go (default: "
                       "benchmarks/results/study with --full, "
