@@ -69,8 +69,11 @@ _CHUNK = 16
 # The average of the loss that divergence is read from: an exponential moving
 # average over about 1 / (1 - _SMOOTHING) = 10 steps, debiased.
 _SMOOTHING = 0.9
-# The loss has diverged where its average is this many times its lowest.
+# The loss has diverged where its average is this many times its lowest ...
 _RATIO = 1.25
+# ... once the average covers this many steps: before, one noisy minibatch
+# moves it by as much (a NaN or infinite loss ends a test at once).
+_WARMUP = 10
 _MIN_STEPS = 20
 
 
@@ -216,7 +219,8 @@ def find_final_lr(
     p_k &= p_{k-1} - \eta_k m_k
 
   A test stops once the loss diverges: it is NaN or infinite, or its moving
-  average (over about 10 steps) has risen to 1.25 times its lowest. On
+  average (over about 10 steps) has risen to 1.25 times its lowest since
+  its first 10 steps. On
   minibatches one test's reading is noisy (a spike of the loss ends it early,
   a lucky order late), so ``num_tests`` tests run one after another, each from
   ``params`` on the next batches, and the median of their divergence points
@@ -331,13 +335,14 @@ def find_final_lr(
   # donating it reuses the copy's buffers, not the caller's.
   run = jax.jit(chunk, donate_argnums=0)
   curves: list[RangeTestCurve] = []
-  initial = math.nan
+  initial, taken = math.nan, 0
   for index in range(num_tests):
-    curve, first_loss, one_batch = _one_test(run, params, iterator, lrs,
-                                             read_before=index * (num_steps + 1))
+    curve, first_loss, one_batch, took = _one_test(run, params, iterator, lrs,
+                                                   taken)
     if not index:
       initial = first_loss
     curves.append(curve)
+    taken += took
     if one_batch:
       break  # Every batch is one object: the other tests would repeat this.
 
@@ -379,11 +384,20 @@ def _one_test(
     iterator: Any,
     lrs: np.ndarray,
     read_before: int,
-) -> tuple[RangeTestCurve, float, bool]:
-  """One range test from ``params``: its curve, first loss, one batch or not.
+) -> tuple[RangeTestCurve, float, bool, int]:
+  """One range test from ``params``.
 
-  ``read_before`` batches were taken by the tests before this one (for the
-  error where the batches run out).
+  Args:
+    run: The compiled chunk of steps.
+    params: The parameters to copy and start from.
+    iterator: The batches, shared by the tests.
+    lrs: The learning rate of each step.
+    read_before: Batches the tests before this one took, for the error
+      where the batches run out.
+
+  Returns:
+    Its curve, its first loss, whether every batch it took was one object,
+    and how many batches it took.
   """
   num_steps = len(lrs)
   # Pass k reads the loss at the parameters before its step: one more pass,
@@ -393,7 +407,7 @@ def _one_test(
   carry = (copy, jax.tree.map(jnp.zeros_like, copy))
   read: list[float] = []
   smoothed: list[float] = []
-  diverged, one_batch = False, True
+  diverged, one_batch, took = False, True, 0
   average, best, initial, first = 0.0, math.inf, math.nan, None
   for start in range(0, len(schedule), _CHUNK):
     needed = min(_CHUNK, len(schedule) - start)
@@ -407,6 +421,7 @@ def _one_test(
           f"`batches` ran out after {read_before + start + len(got)} batches; "
           f"each range test takes up to num_steps + 1 = {num_steps + 1}: pass "
           "itertools.cycle(batches) to reuse them.")
+    took += len(got)
     if first is None:
       first = got[0]
     one_batch = one_batch and all(batch is first for batch in got)
@@ -437,6 +452,8 @@ def _one_test(
       average = _SMOOTHING * average + (1 - _SMOOTHING) * loss
       level = average / (1 - _SMOOTHING ** len(read))
       smoothed.append(level)
+      if len(read) <= _WARMUP:
+        continue
       if level > _RATIO * best:
         diverged = True
         break
@@ -448,4 +465,4 @@ def _one_test(
       lrs=lrs[:len(read)],
       losses=np.asarray(read),
       smoothed_losses=np.asarray(smoothed))
-  return curve, initial, one_batch
+  return curve, initial, one_batch, took

@@ -184,11 +184,32 @@ def test_every_test_runs_in_one_compiled_program():
 
 
 def test_batches_that_run_out_in_a_later_test_say_how_many_were_read():
-  batches = [jnp.float32(1.0 + i / 1000) for i in range(300)]
-  with pytest.raises(ValueError, match=r"ran out after 300 batches; each range "
+  # Each test diverges within its first 160 batches: the third runs out.
+  batches = list(itertools.islice(_noisy_batches(3), 400))
+  curvatures = jnp.logspace(0.0, 2.0, 8)
+  with pytest.raises(ValueError, match=r"ran out after 400 batches; each range "
                      r"test takes up to num_steps \+ 1 = 226"):
-    optax_bound.find_final_lr(lambda p, s: s * jnp.sum(p**2) + 1.0,
-                              jnp.ones(2), batches, max_lr=1e-3)
+    optax_bound.find_final_lr(
+        lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2),
+        jnp.ones(8), batches)
+
+
+def test_a_noisy_minibatch_loss_is_not_read_as_diverging_at_its_start():
+  # Least squares on minibatches of 32: the loss varies by about 25% from
+  # batch to batch, as much as the divergence threshold, so the first steps
+  # (before the average covers 10) are not read.
+  data = np.random.default_rng(1).standard_normal((512, 4)).astype(np.float32)
+  batches = itertools.cycle([(data[i:i + 32], data[i:i + 32].sum(1))
+                             for i in range(0, 512, 32)])
+  loss = lambda p, b: jnp.mean((b[0] @ p["w"] + p["b"] - b[1]) ** 2) + 1e-3
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    test = optax_bound.find_final_lr(
+        loss, {"w": jnp.zeros(4), "b": jnp.zeros(())}, batches)
+  hessian_top = np.linalg.eigvalsh(2 * data.T @ data / len(data)).max()
+  limit = _limit(hessian_top, 0.9)
+  assert all(limit / 4 < c.divergence_lr < 2 * limit for c in test.curves)
+  assert test.final_lr < limit / 3
 
 
 def test_a_loss_that_never_diverges_warns_and_suggests_a_sixth_of_max_lr():
