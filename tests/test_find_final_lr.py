@@ -125,9 +125,14 @@ def _noisy_batches(seed):
     yield jnp.float32(2.0 ** rng.uniform(-0.2, 0.2))
 
 
+def _scaled_quadratic(dim):
+  """0.5 scale sum(c_i p_i^2), curvatures 1 to 100, scale from the batch."""
+  curvatures = jnp.logspace(0.0, 2.0, dim)
+  return lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2)
+
+
 def test_the_suggestion_is_read_from_the_median_of_the_tests():
-  curvatures = jnp.logspace(0.0, 2.0, 16)
-  loss = lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2)
+  loss = _scaled_quadratic(16)
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     test = optax_bound.find_final_lr(loss, jnp.ones(16), _noisy_batches(0),
@@ -186,12 +191,10 @@ def test_every_test_runs_in_one_compiled_program():
 def test_batches_that_run_out_in_a_later_test_say_how_many_were_read():
   # Each test diverges within its first 160 batches: the third runs out.
   batches = list(itertools.islice(_noisy_batches(3), 400))
-  curvatures = jnp.logspace(0.0, 2.0, 8)
   with pytest.raises(ValueError, match=r"ran out after 400 batches; each range "
                      r"test takes up to num_steps \+ 1 = 226"):
     optax_bound.find_final_lr(
-        lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2),
-        jnp.ones(8), batches)
+        _scaled_quadratic(8), jnp.ones(8), batches)
 
 
 def test_a_noisy_minibatch_loss_is_not_read_as_diverging_at_its_start():
@@ -256,10 +259,8 @@ def test_plot_marks_the_suggestion_and_the_divergence():
   assert ax.get_xscale() == "log"
   plt.close(ax.figure)
   # Five tests: the median one drawn and labelled, the other four faint.
-  curvatures = jnp.logspace(0.0, 2.0, 16)
-  five = optax_bound.find_final_lr(
-      lambda p, scale: 0.5 * scale * jnp.sum(curvatures * p**2), jnp.ones(16),
-      _noisy_batches(2))
+  five = optax_bound.find_final_lr(_scaled_quadratic(16), jnp.ones(16),
+                                   _noisy_batches(2))
   ax = five.plot()
   faint = [line for line in ax.get_lines() if line.get_alpha() == 0.3]
   assert len(faint) == 4
